@@ -18,20 +18,33 @@ export { tf };
  * silent fall-back to another one.
  */
 export async function initTf(backend: TfBackend): Promise<void> {
-  if (tf.getBackend() === backend) return;
+  // tfjs's engine is one global per thread, so the initialisation in flight is tracked beside it:
+  // a second caller must wait for the first one's setBackend instead of seeing the name early.
+  const pending = initialising.get(backend);
+  if (pending) return pending;
+  if (tf.getBackend() === backend) return tf.ready();
 
-  if (backend === 'wasm') {
-    setWasmPaths(path.join(packageRoot('@tensorflow/tfjs-backend-wasm'), 'dist') + path.sep);
+  const start = (async () => {
+    if (backend === 'wasm') {
+      setWasmPaths(path.join(packageRoot('@tensorflow/tfjs-backend-wasm'), 'dist') + path.sep);
+    }
+    const ok = await tf.setBackend(backend);
+    if (!ok) {
+      throw new ReidbError('internal', `tfjs backend '${backend}' failed to initialise`, {
+        input: backend,
+      });
+    }
+    await tf.ready();
+  })();
+  initialising.set(backend, start);
+  try {
+    await start;
+  } finally {
+    initialising.delete(backend);
   }
-
-  const ok = await tf.setBackend(backend);
-  if (!ok) {
-    throw new ReidbError('internal', `tfjs backend '${backend}' failed to initialise`, {
-      input: backend,
-    });
-  }
-  await tf.ready();
 }
+
+const initialising = new Map<TfBackend, Promise<void>>();
 
 /**
  * Loads a tfjs graph model (model.json + weight shards) from local files without fetch.
@@ -44,7 +57,7 @@ export async function loadGraphModelFromFile(jsonPath: string): Promise<tf.Graph
     const dir = path.dirname(jsonPath);
     const specs: tf.io.WeightsManifestEntry[] = [];
     const buffers: Buffer[] = [];
-    for (const group of json.weightsManifest as tf.io.WeightsManifestGroupConfig[]) {
+    for (const group of json.weightsManifest as tf.io.WeightsManifestConfig) {
       specs.push(...group.weights);
       for (const p of group.paths) buffers.push(readFileSync(path.join(dir, p)));
     }

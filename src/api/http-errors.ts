@@ -1,0 +1,30 @@
+import type { ErrorCode } from '../errors.ts';
+
+/** The one place that maps error codes to HTTP status codes. */
+export function httpStatusFor(code: ErrorCode): number {
+  switch (code) {
+    case 'empty_file':
+    case 'not_an_image':
+    case 'corrupt_image':
+    case 'invalid_argument':
+    case 'invalid_identity':
+      return 400;
+    case 'identity_not_found':
+    case 'not_found':
+    case 'file_not_found':
+      return 404;
+    case 'gallery_mismatch':
+      return 409;
+    case 'payload_too_large':
+    case 'image_too_large':
+      return 413;
+    case 'unsupported_image':
+    case 'unsupported_media_type':
+      return 415;
+    case 'no_face':
+    case 'ambiguous_face':
+      return 422;
+    default:
+      return 500;
+  }
+}

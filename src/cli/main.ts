@@ -1,0 +1,259 @@
+import { createEngine, type Engine } from '../engine/pool.ts';
+import {
+  enrolImages,
+  listFolderLayout,
+  searchImage,
+  type EnrolItem,
+  type SearchReport,
+} from '../engine/service.ts';
+import { ReidbError, toReidbError } from '../errors.ts';
+import { openGallery, type Gallery } from '../gallery/gallery.ts';
+import { jsonLineLogger, type Logger } from '../log.ts';
+import { int, num, parseArgs, required, str, type FlagSpec, type ParsedArgs } from './args.ts';
+import { benchCommand, BENCH_FLAGS } from './bench-command.ts';
+import { EXIT_OK, EXIT_USAGE, exitCodeFor } from './exit-codes.ts';
+import { ENGINE_FLAGS, engineOptions } from './options.ts';
+import { serveCommand, SERVE_FLAGS } from './serve-command.ts';
+
+/** What a command hands back: the JSON document and the lines for people. */
+export interface CommandOutput {
+  json: unknown;
+  text: string;
+}
+
+export interface CommandContext {
+  args: ParsedArgs;
+  logger: Logger;
+  /** Writes to stdout (used only by long-running commands such as serve). */
+  stdout: (s: string) => void;
+}
+
+interface Command {
+  flags: FlagSpec;
+  summary: string;
+  run(ctx: CommandContext): Promise<CommandOutput>;
+}
+
+const COMMON: FlagSpec = { json: false, verbose: false, help: false };
+
+const COMMANDS: Record<string, Command> = {
+  enroll: {
+    summary:
+      'reidb enroll --db DIR --layout folder ROOT | --db DIR --identity ID FILE... [--camera C]',
+    flags: { ...COMMON, ...ENGINE_FLAGS, db: true, layout: true, identity: true, camera: true },
+    run: enrollCommand,
+  },
+  search: {
+    summary: 'reidb search --db DIR [--top-k K] [--min-score S] FILE...',
+    flags: { ...COMMON, ...ENGINE_FLAGS, db: true, 'top-k': true, 'min-score': true },
+    run: searchCommand,
+  },
+  erase: {
+    summary: 'reidb erase --db DIR --identity ID',
+    flags: { ...COMMON, db: true, identity: true },
+    run: eraseCommand,
+  },
+  bench: {
+    summary:
+      'reidb bench --layout folder|labels|cuhk01|cuhk03|market1501|msmt17 ROOT [--pairs FILE] ' +
+      '[--align raw|mesh] [--protocol loo|frontal-gallery] [--distractors DIR] [--out DIR]',
+    flags: { ...COMMON, ...ENGINE_FLAGS, ...BENCH_FLAGS },
+    run: benchCommand,
+  },
+  serve: {
+    summary: 'reidb serve --db DIR --port N [--host 127.0.0.1]',
+    flags: { ...COMMON, ...ENGINE_FLAGS, ...SERVE_FLAGS },
+    run: serveCommand,
+  },
+};
+
+/**
+ * Runs the `reidb` command line and returns the exit code: 0 done (a batch that skipped bad
+ * files still ends 0 and lists them), 2 usage error, 1 anything else. With --json the command
+ * prints exactly one JSON document on stdout; errors then are `{"error": {code, message}}`.
+ */
+export async function main(
+  argv: string[],
+  io: { stdout: (s: string) => void; stderr: (s: string) => void } = {
+    stdout: (s) => process.stdout.write(s),
+    stderr: (s) => process.stderr.write(s),
+  },
+): Promise<number> {
+  const [name, ...rest] = argv;
+  const json = rest.includes('--json');
+
+  if (!name || name === 'help' || name === '--help' || name === '-h') {
+    io.stdout(helpText());
+    return name ? EXIT_OK : EXIT_USAGE;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    return fail(io, json, 'invalid_argument', `unknown command '${name}'\n\n${helpText()}`, EXIT_USAGE);
+  }
+
+  try {
+    const args = parseArgs(rest, command.flags);
+    if (args.flags.help) {
+      io.stdout(`usage: ${command.summary}\n`);
+      return EXIT_OK;
+    }
+    const logger = args.flags.verbose
+      ? jsonLineLogger(io.stderr, 'debug')
+      : jsonLineLogger(io.stderr, 'warn');
+    const out = await command.run({ args, logger, stdout: io.stdout });
+    io.stdout(json ? JSON.stringify(out.json) + '\n' : out.text.endsWith('\n') ? out.text : out.text + '\n');
+    return EXIT_OK;
+  } catch (e) {
+    const err = toReidbError(e);
+    return fail(io, json, err.code, err.message, exitCodeFor(err.code), err.input);
+  }
+}
+
+function fail(
+  io: { stdout: (s: string) => void; stderr: (s: string) => void },
+  json: boolean,
+  code: string,
+  message: string,
+  exit: number,
+  input?: string,
+): number {
+  if (json) io.stdout(JSON.stringify({ error: { code, message, ...(input ? { input } : {}) } }) + '\n');
+  io.stderr(`reidb: ${message} [${code}]\n`);
+  return exit;
+}
+
+function helpText(): string {
+  const lines = Object.values(COMMANDS).map((c) => `  ${c.summary}`);
+  return (
+    'usage: reidb <command> [options]   (every command takes --json)\n\n' +
+    lines.join('\n') +
+    '\n\nFace pipeline options: --align mesh|raw, --embedder dlib|onnx-arcface --model FILE,\n' +
+    '  --backend wasm|cpu, --workers N, --fusion concat|appearance, --geometry-weight W\n'
+  );
+}
+
+/** Opens the gallery and an engine that matches how it was built. */
+async function openBoth(ctx: CommandContext): Promise<{ gallery: Gallery; engine: Engine }> {
+  const gallery = await openGallery(required(ctx.args, 'db'), { logger: ctx.logger });
+  try {
+    const engine = await createEngine(engineOptions(ctx.args, ctx.logger, gallery.config()));
+    return { gallery, engine };
+  } catch (e) {
+    gallery.close();
+    throw e;
+  }
+}
+
+async function enrollCommand(ctx: CommandContext): Promise<CommandOutput> {
+  const { args } = ctx;
+  const layout = str(args, 'layout');
+  const identity = str(args, 'identity');
+
+  let items: EnrolItem[];
+  let listed: { file: string; code: string; message: string }[] = [];
+  if (layout !== undefined) {
+    if (layout !== 'folder') throw usageError(`--layout must be 'folder' for enroll, got '${layout}'`);
+    if (identity !== undefined) throw usageError('give either --layout folder ROOT or --identity ID');
+    if (args.positionals.length !== 1) throw usageError('--layout folder needs exactly one ROOT');
+    const found = listFolderLayout(args.positionals[0]);
+    items = found.items;
+    listed = found.skipped;
+  } else if (identity !== undefined) {
+    if (args.positionals.length === 0) throw usageError('--identity ID needs at least one FILE');
+    const camera = str(args, 'camera');
+    items = args.positionals.map((file) => ({ identity, image: { file }, camera }));
+  } else {
+    throw usageError('enroll needs --layout folder ROOT or --identity ID FILE...');
+  }
+
+  const { gallery, engine } = await openBoth(ctx);
+  try {
+    const report = await enrolImages(engine, gallery, items);
+    const skipped = [...listed, ...report.skipped];
+    const stats = gallery.stats();
+    const text = [
+      `enrolled ${report.enrolled.length} face(s) for ${report.identities.length} identity(ies); ` +
+        `gallery now holds ${stats.faces} face(s) of ${stats.identities} identity(ies)`,
+      ...report.enrolled.filter((e) => e.note).map((e) => `  ${e.file}: ${e.note}`),
+      ...skipped.map((s) => `  skipped ${s.file}: ${s.message} [${s.code}]`),
+    ].join('\n');
+    return {
+      json: {
+        enrolled: report.enrolled.length,
+        identities: report.identities.length,
+        faces: report.enrolled,
+        skipped,
+        gallery: { identities: stats.identities, faces: stats.faces },
+      },
+      text,
+    };
+  } finally {
+    await engine.close();
+    gallery.close();
+  }
+}
+
+async function searchCommand(ctx: CommandContext): Promise<CommandOutput> {
+  const { args } = ctx;
+  if (args.positionals.length === 0) throw usageError('search needs at least one FILE');
+  const k = int(args, 'top-k', 1, 1000) ?? 5;
+  const minScore = num(args, 'min-score', -1, 1);
+
+  const { gallery, engine } = await openBoth(ctx);
+  try {
+    const results: (SearchReport | { file: string; error: { code: string; message: string } })[] =
+      await Promise.all(
+        args.positionals.map(async (file) => {
+          try {
+            return await searchImage(engine, gallery, { file }, { k, minScore });
+          } catch (e) {
+            const err = toReidbError(e, file);
+            return { file, error: { code: err.code, message: err.message } };
+          }
+        }),
+      );
+
+    const text = results.map(searchText).join('\n');
+    const json = results.length === 1 ? results[0] : { results };
+    return { json, text };
+  } finally {
+    await engine.close();
+    gallery.close();
+  }
+}
+
+function searchText(r: SearchReport | { file: string; error: { code: string; message: string } }): string {
+  if ('error' in r) return `${r.file}: ${r.error.message} [${r.error.code}]`;
+  if (r.faces.length === 0) return `${r.file}: no face (${r.reason})`;
+  const lines = [`${r.file}: ${r.faces.length} face(s)`];
+  r.faces.forEach((f, i) => {
+    const b = f.box;
+    lines.push(
+      `  face ${i + 1} at ${Math.round(b.x)},${Math.round(b.y)} ${Math.round(b.width)}x` +
+        `${Math.round(b.height)} px, yaw ${f.yaw.toFixed(0)} deg, quality ${f.quality.toFixed(2)}`,
+    );
+    if (f.matches.length === 0) lines.push('    no match in the gallery');
+    f.matches.forEach((m, rank) =>
+      lines.push(`    ${rank + 1}. ${m.identity}  score ${m.score.toFixed(3)}  (face ${m.faceId})`),
+    );
+  });
+  return lines.join('\n');
+}
+
+async function eraseCommand(ctx: CommandContext): Promise<CommandOutput> {
+  const identity = required(ctx.args, 'identity');
+  const gallery = await openGallery(required(ctx.args, 'db'), { logger: ctx.logger });
+  try {
+    const result = gallery.erase(identity);
+    return {
+      json: result,
+      text: `erased identity ${result.identity}: ${result.facesRemoved} face(s) removed`,
+    };
+  } finally {
+    gallery.close();
+  }
+}
+
+function usageError(message: string): ReidbError {
+  return new ReidbError('invalid_argument', message);
+}

@@ -1,0 +1,40 @@
+import { once } from 'node:events';
+
+import { createApp, listen } from '../api/server.ts';
+import { createEngine } from '../engine/pool.ts';
+import { openGallery } from '../gallery/gallery.ts';
+import { int, required, str, type FlagSpec } from './args.ts';
+import type { CommandContext, CommandOutput } from './main.ts';
+import { engineOptions } from './options.ts';
+
+export const SERVE_FLAGS: FlagSpec = { db: true, port: true, host: true, 'max-upload-mb': true };
+
+/**
+ * `reidb serve`: starts the HTTP API and runs until SIGINT or SIGTERM. Prints one line (or,
+ * with --json, one JSON document) with the bound address once it is listening.
+ */
+export async function serveCommand(ctx: CommandContext): Promise<CommandOutput> {
+  const { args, logger } = ctx;
+  const port = int(args, 'port', 0, 65535) ?? 8080;
+  const host = str(args, 'host') ?? '127.0.0.1';
+  const maxMb = int(args, 'max-upload-mb', 1, 1024) ?? 10;
+
+  const gallery = await openGallery(required(args, 'db'), { logger });
+  const engine = await createEngine(engineOptions(args, logger, gallery.config())).catch((e) => {
+    gallery.close();
+    throw e;
+  });
+  const app = createApp({ engine, gallery, logger, maxUploadBytes: maxMb * 1024 * 1024 });
+  const server = await listen(app, port, host);
+
+  const address = server.address();
+  const bound = typeof address === 'object' && address ? address.port : port;
+  const url = `http://${host}:${bound}`;
+  ctx.stdout(args.flags.json ? JSON.stringify({ listening: url }) + '\n' : `reidb listening on ${url}\n`);
+
+  await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
+  server.close();
+  await engine.close();
+  gallery.close();
+  return { json: { stopped: url }, text: 'reidb stopped' };
+}

@@ -1,0 +1,243 @@
+import { readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+import { ReidbError, toReidbError } from '../errors.ts';
+import type { EnrolFace, Gallery, Match } from '../gallery/gallery.ts';
+import { validateIdentity } from '../gallery/identity.ts';
+import type { Box, FaceFeatures } from '../types.ts';
+import type { Engine, EngineResult } from './pool.ts';
+import { noFaceReason, pickEnrolmentFace } from './pipeline.ts';
+
+/** One image to enrol or search: a file path, or bytes with the name used in messages. */
+export type ImageInput = { file: string } | { buffer: Uint8Array; name: string };
+
+export interface EnrolItem {
+  identity: string;
+  image: ImageInput;
+  camera?: string;
+  capturedAt?: string;
+}
+
+export interface Skipped {
+  file: string;
+  code: string;
+  message: string;
+}
+
+export interface EnrolledFace {
+  file: string;
+  identity: string;
+  faceId: number;
+  box: Box;
+  quality: number;
+  /** Present when the image held several faces and one was chosen. */
+  note?: string;
+}
+
+export interface EnrolReport {
+  enrolled: EnrolledFace[];
+  /** Distinct identities that received at least one face in this call. */
+  identities: string[];
+  skipped: Skipped[];
+}
+
+export interface SearchFace {
+  box: Box;
+  /** Degrees. */
+  yaw: number;
+  pitch: number;
+  roll: number;
+  /** In [0, 1]. */
+  quality: number;
+  matches: Match[];
+}
+
+export interface SearchReport {
+  file: string;
+  faces: SearchFace[];
+  /** Present when no usable face was found: why. */
+  reason?: string;
+  /** Candidates that were found but not usable. */
+  rejected?: { box: Box; code: string; message: string }[];
+}
+
+export interface SearchOptions {
+  /** Matches per face, 1..1000. Default 5. */
+  k?: number;
+  /** Drop matches below this cosine similarity in [-1, 1]. Default: none. */
+  minScore?: number;
+}
+
+function inputName(image: ImageInput): string {
+  return 'file' in image ? image.file : image.name;
+}
+
+function analyse(engine: Engine, image: ImageInput): Promise<EngineResult> {
+  return 'file' in image ? engine.analyseFile(image.file) : engine.analyseBuffer(image.buffer, image.name);
+}
+
+function toEnrolFace(face: FaceFeatures, item: EnrolItem): EnrolFace {
+  return {
+    source: path.basename(inputName(item.image)),
+    camera: item.camera,
+    capturedAt: item.capturedAt,
+    box: face.detection.box,
+    pose: face.pose,
+    quality: face.quality,
+    detectorScore: face.detection.score,
+    meshScore: face.mesh.score,
+    appearance: face.appearance,
+    geometry: face.geometry,
+    fused: face.fused,
+  };
+}
+
+/**
+ * Enrols images: each is analysed on the engine's workers, one face is chosen per image
+ * (pickEnrolmentFace), and the faces of each identity are written in one transaction.
+ * A bad image is listed in `skipped` with its code and never stops the batch.
+ */
+export async function enrolImages(
+  engine: Engine,
+  gallery: Gallery,
+  items: EnrolItem[],
+): Promise<EnrolReport> {
+  gallery.ensureConfig(engine.identity);
+
+  const skipped: Skipped[] = [];
+  const byIdentity = new Map<string, { item: EnrolItem; face: FaceFeatures; note?: string }[]>();
+
+  const results = await Promise.all(
+    items.map(async (item) => {
+      const name = inputName(item.image);
+      try {
+        validateIdentity(item.identity);
+        const { analysis } = await analyse(engine, item.image);
+        const picked = pickEnrolmentFace(analysis, name);
+        return { item, face: picked.face, note: picked.note };
+      } catch (e) {
+        const err = toReidbError(e, name);
+        skipped.push({ file: name, code: err.code, message: err.message });
+        return null;
+      }
+    }),
+  );
+
+  for (const r of results) {
+    if (!r) continue;
+    const list = byIdentity.get(r.item.identity) ?? [];
+    list.push(r);
+    byIdentity.set(r.item.identity, list);
+  }
+
+  const enrolled: EnrolledFace[] = [];
+  for (const [identity, list] of byIdentity) {
+    const { faceIds } = gallery.enrol(
+      identity,
+      list.map((r) => toEnrolFace(r.face, r.item)),
+    );
+    list.forEach((r, i) => {
+      enrolled.push({
+        file: inputName(r.item.image),
+        identity,
+        faceId: faceIds[i],
+        box: r.face.detection.box,
+        quality: r.face.quality,
+        ...(r.note ? { note: r.note } : {}),
+      });
+    });
+  }
+  gallery.flush();
+
+  return { enrolled, identities: [...byIdentity.keys()], skipped };
+}
+
+/**
+ * Lists a folder layout ROOT/<identity>/<image> as enrolment items. Every regular file is
+ * offered (the engine refuses non-images with a code); files directly under ROOT and
+ * unreadable entries are reported in `skipped`.
+ */
+export function listFolderLayout(root: string): { items: EnrolItem[]; skipped: Skipped[] } {
+  let entries: string[];
+  try {
+    entries = readdirSync(root).sort();
+  } catch (cause) {
+    throw new ReidbError('file_not_found', `${root}: cannot read the folder`, { input: root, cause });
+  }
+
+  const items: EnrolItem[] = [];
+  const skipped: Skipped[] = [];
+  for (const entry of entries) {
+    const dir = path.join(root, entry);
+    if (!statSync(dir).isDirectory()) {
+      skipped.push({
+        file: dir,
+        code: 'invalid_argument',
+        message: `${dir}: not inside an identity folder (layout is ROOT/<identity>/<image>)`,
+      });
+      continue;
+    }
+    for (const file of readdirSync(dir).sort()) {
+      const full = path.join(dir, file);
+      if (statSync(full).isFile()) items.push({ identity: entry, image: { file: full } });
+    }
+  }
+  return { items, skipped };
+}
+
+/**
+ * Searches the gallery with every usable face of an image. Each face gets up to k matches,
+ * one per identity (its best face), sorted by cosine similarity. An image without a usable
+ * face answers with an empty `faces` and the `reason`; it never embeds the whole frame.
+ */
+export async function searchImage(
+  engine: Engine,
+  gallery: Gallery,
+  image: ImageInput,
+  options: SearchOptions = {},
+): Promise<SearchReport> {
+  const k = options.k ?? 5;
+  const file = inputName(image);
+  const { analysis } = await analyse(engine, image);
+
+  const config = gallery.config();
+  if (config && config.fusionId !== engine.identity.fusionId) {
+    throw new ReidbError(
+      'gallery_mismatch',
+      `gallery vectors come from fusion '${config.fusionId}' but the engine produces ` +
+        `'${engine.identity.fusionId}'`,
+      { input: file },
+    );
+  }
+
+  const faces: SearchFace[] = analysis.faces.map((face) => ({
+    box: face.detection.box,
+    yaw: face.pose.yaw,
+    pitch: face.pose.pitch,
+    roll: face.pose.roll,
+    quality: face.quality,
+    matches: config ? bestPerIdentity(gallery, face.fused, k, options.minScore) : [],
+  }));
+
+  const report: SearchReport = { file, faces };
+  if (faces.length === 0) report.reason = noFaceReason(analysis);
+  if (analysis.rejected.length > 0) {
+    report.rejected = analysis.rejected.map((r) => ({ box: r.box, code: r.code, message: r.message }));
+  }
+  return report;
+}
+
+/** Top-k identities for a vector: asks the index for more faces and keeps each identity's best. */
+function bestPerIdentity(gallery: Gallery, vector: Float32Array, k: number, minScore?: number): Match[] {
+  const wanted = Math.min(1000, Math.max(k * 4, k + 20));
+  const matches = gallery.search(vector, wanted, minScore);
+  const seen = new Set<string>();
+  const out: Match[] = [];
+  for (const m of matches) {
+    if (seen.has(m.identity)) continue;
+    seen.add(m.identity);
+    out.push(m);
+    if (out.length === k) break;
+  }
+  return out;
+}

@@ -1,0 +1,53 @@
+import { ReidbError } from '../errors.ts';
+
+/** Longest identity label accepted, in UTF-16 code units (JavaScript string length). */
+export const MAX_IDENTITY_LENGTH = 128;
+
+// C0 controls, DEL and C1 controls. Other Unicode (letters, marks, emoji) is allowed.
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/u;
+
+// A surrogate without its partner cannot be stored as UTF-8; SQLite would replace it.
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Checks an identity label as the user gives it: a string, not empty, at most 128 characters
+ * and free of control characters. Returns the label unchanged (no trimming or case folding:
+ * "Ana" and "ana " are different identities); throws invalid_identity naming the input.
+ */
+export function validateIdentity(identity: unknown): string {
+  if (typeof identity !== 'string') {
+    throw new ReidbError('invalid_identity', `identity must be a string, got ${typeof identity}`, {
+      input: String(identity),
+    });
+  }
+
+  if (identity.length === 0) {
+    throw new ReidbError('invalid_identity', 'identity must not be empty', { input: identity });
+  }
+
+  if (identity.length > MAX_IDENTITY_LENGTH) {
+    throw new ReidbError(
+      'invalid_identity',
+      `identity is ${identity.length} characters long; at most ${MAX_IDENTITY_LENGTH} are allowed`,
+      { input: identity.slice(0, MAX_IDENTITY_LENGTH) + '...', details: { max: MAX_IDENTITY_LENGTH } },
+    );
+  }
+
+  const control = CONTROL_CHARACTER.exec(identity);
+  if (control !== null) {
+    const code = control[0].codePointAt(0)!.toString(16).padStart(4, '0');
+    throw new ReidbError(
+      'invalid_identity',
+      `identity contains the control character U+${code} at position ${control.index}`,
+      { input: identity },
+    );
+  }
+
+  if (LONE_SURROGATE.test(identity)) {
+    throw new ReidbError('invalid_identity', 'identity is not well-formed Unicode (lone surrogate)', {
+      input: identity,
+    });
+  }
+
+  return identity;
+}
