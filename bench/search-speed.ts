@@ -113,6 +113,10 @@ function round(value: number, digits = 3): number {
   return Number(value.toFixed(digits));
 }
 
+function rate(faces: number, seconds: number) {
+  return { faces, seconds: round(seconds, 2), facesPerSecond: Math.round(faces / seconds) };
+}
+
 function fileBytes(dir: string, name: string): number {
   try {
     return statSync(path.join(dir, name)).size;
@@ -142,7 +146,8 @@ function plan(random: () => number, real: Float32Array[]): {
   while (left > 0) {
     const centre = unitVector(random, DIM);
     const n = Math.min(PER_IDENTITY, left);
-    identities.push([`synthetic-${centres.length}`, Array.from({ length: n }, () => sample(random, centre, NOISE))]);
+    const faces = Array.from({ length: n }, () => sample(random, centre, NOISE));
+    identities.push([`synthetic-${centres.length}`, faces]);
     centres.push(centre);
     left -= n;
   }
@@ -232,8 +237,9 @@ async function main(): Promise<void> {
 
   // 4. Probes: new samples of gallery identities (and of real embeddings, when given).
   const queries = Array.from({ length: QUERIES }, (_, q) => {
-    if (real.length > 0 && q % 2 === 1) return sample(random, real[Math.floor(random() * real.length)]!, 0.3);
-    return sample(random, centres[Math.floor(random() * centres.length)]!, NOISE);
+    const pick = <T>(items: T[]): T => items[Math.floor(random() * items.length)]!;
+    if (real.length > 0 && q % 2 === 1) return sample(random, pick(real), 0.3);
+    return sample(random, pick(centres), NOISE);
   });
   started = performance.now();
   const exact = gallery.searchExactMany(queries, K);
@@ -278,9 +284,9 @@ async function main(): Promise<void> {
       seed: Number(args.seed),
     },
     insert: {
-      facade: { faces: enrolled, seconds: round(facadeSeconds, 2), facesPerSecond: Math.round(enrolled / facadeSeconds) },
-      sqliteBulk: { faces: bulk, seconds: round(bulkSeconds, 2), facesPerSecond: Math.round(bulk / bulkSeconds) },
-      indexCatchUpAtOpen: { faces: bulk, seconds: round(catchUpSeconds, 2), facesPerSecond: Math.round(bulk / catchUpSeconds) },
+      facade: rate(enrolled, facadeSeconds),
+      sqliteBulk: rate(bulk, bulkSeconds),
+      indexCatchUpAtOpen: rate(bulk, catchUpSeconds),
     },
     openSeconds: round(openSeconds, 3),
     files: {

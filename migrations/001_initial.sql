@@ -8,7 +8,8 @@ CREATE TABLE identities (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   external_id TEXT NOT NULL UNIQUE,
   created_at TEXT NOT NULL,
-  metadata TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(metadata) AND json_type(metadata) = 'object')
+  metadata TEXT NOT NULL DEFAULT '{}'
+    CHECK (json_valid(metadata) AND json_type(metadata) = 'object')
 ) STRICT;
 
 -- One row per enrolled face. id is also the label of the face in the HNSW index, and

@@ -1,3 +1,5 @@
+import path from 'node:path';
+
 import { runBenchmark, type FeatureProvider } from '../bench/run.ts';
 import { writeReport } from '../bench/report.ts';
 import { createEngine, type Engine } from '../engine/pool.ts';
@@ -60,10 +62,10 @@ export async function benchCommand(ctx: CommandContext): Promise<CommandOutput> 
     const result = await runBenchmark(
       {
         layout: layout as (typeof LAYOUTS)[number],
-        root: args.positionals[0],
-        pairs: str(args, 'pairs'),
+        root: path.resolve(args.positionals[0]),
+        pairs: resolved(str(args, 'pairs')),
         protocol: oneOf(args, 'protocol', ['loo', 'frontal-gallery'] as const),
-        distractors: str(args, 'distractors'),
+        distractors: resolved(str(args, 'distractors')),
         align: options.pipeline?.alignMode ?? 'mesh',
       },
       engineProvider(engine),
@@ -91,4 +93,9 @@ function benchText(r: Record<string, any>, seconds: number, out?: string): strin
     `${r.imagesPerSecond?.toFixed?.(1) ?? r.imagesPerSecond} images/s; ${seconds.toFixed(0)} s in all` +
       (out ? `; report in ${out}` : ''),
   ].join('\n');
+}
+
+/** Paths given on the command line are relative to the working directory. */
+function resolved(p: string | undefined): string | undefined {
+  return p === undefined ? undefined : path.resolve(p);
 }

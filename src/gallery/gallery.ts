@@ -40,6 +40,14 @@ export interface Match {
   score: number;
 }
 
+/** One row of listIdentities. */
+export interface IdentitySummary {
+  identity: string;
+  createdAt: string;
+  /** Number of enrolled faces. */
+  faces: number;
+}
+
 export interface GalleryStats {
   identities: number;
   faces: number;
@@ -281,7 +289,7 @@ export class Gallery {
   }
 
   /** Identities in enrolment order with their number of faces. limit 1..10000, offset >= 0. */
-  listIdentities(limit = 100, offset = 0): { identity: string; createdAt: string; faces: number }[] {
+  listIdentities(limit = 100, offset = 0): IdentitySummary[] {
     this.assertOpen();
     if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
       throw new ReidbError('invalid_argument', 'limit must be an integer in 1..10000', {
@@ -299,10 +307,10 @@ export class Gallery {
   /**
    * Erases an identity so that nothing of it remains in any file of the gallery: its rows are
    * deleted in one transaction (secure_delete zeroes the freed bytes), the WAL is checkpointed
-   * and truncated, and the index is rebuilt from the remaining faces and written over the old
-   * file (hnswlib's own delete only flags a vector, leaving its bytes in the file). Throws
-   * identity_not_found, changing nothing, when the identity is not enrolled. Costs a full
-   * index rebuild: seconds for 10^4 faces, minutes for 10^5.
+   * and truncated, the identity's vectors are overwritten with noise inside the index
+   * (hnswlib's own delete only flags a vector, leaving its bytes) and the index file is
+   * rewritten atomically. Throws identity_not_found, changing nothing, when the identity is
+   * not enrolled.
    */
   erase(identity: string): { identity: string; facesRemoved: number } {
     this.assertOpen();
@@ -312,9 +320,15 @@ export class Gallery {
     if (faceIds === null) throw notFound(identity);
 
     this.store.checkpointTruncate();
-    const config = this.store.config();
-    if (config !== null) {
-      this.index = this.rebuildIndex(config.fusedDim);
+    if (this.index !== null) {
+      try {
+        this.index.remove(faceIds);
+      } catch (cause) {
+        this.options.logger.error('overwriting erased vectors failed; rebuilding the index', {
+          error: (cause as Error).message,
+        });
+        this.index = this.rebuildIndex(this.index.dim);
+      }
       this.saveNow();
     }
     this.options.logger.info('identity erased', { facesRemoved: faceIds.length });
@@ -350,9 +364,10 @@ export class Gallery {
   }
 
   /**
-   * The index for the current SQLite contents: the saved file when it is intact and current,
-   * the saved file plus the faces enrolled after it was written (a crash between commit and
-   * save), or a full rebuild when the file is missing, damaged or holds erased faces.
+   * The index for the current SQLite contents: the saved file when it is intact and current;
+   * the saved file repaired when SQLite changed after it was written (a crash between commit
+   * and save): faces SQLite lacks are overwritten, faces the file lacks are added; a full
+   * rebuild when the file is missing or damaged.
    */
   private loadIndex(dim: number): VectorIndex {
     const state = this.store.indexState();
@@ -372,23 +387,20 @@ export class Gallery {
       return index;
     }
 
-    // Stale. Catch up when the file holds exactly the faces up to its maxFaceId (face ids are
-    // never reused, so newer faces are the only difference); otherwise rebuild.
-    const stored = this.store.faceIds();
-    const older = stored.filter((id) => id <= meta.maxFaceId);
-    const labels = index.labels().sort((a, b) => a - b);
-    const sameOlder = labels.length === older.length && labels.every((id, i) => id === older[i]);
-    if (!sameOlder) {
-      this.options.logger.info('rebuilding index', { reason: 'index holds faces SQLite lacks' });
-      return this.rebuildAndSave(dim);
-    }
+    // Stale: bring it in step with SQLite. Face ids are never reused, so a label means the
+    // same face in both.
+    const stored = new Set(this.store.faceIds());
+    const indexed = new Set(index.labels());
+    const erased = [...indexed].filter((id) => !stored.has(id));
+    const missing = [...stored].filter((id) => !indexed.has(id));
+    index.remove(erased);
+    const vectorOf = this.store.fusedVectorLookup();
+    for (const faceId of missing) index.add(faceId, vectorOf(faceId)!);
 
-    let added = 0;
-    for (const { faceId, fused } of this.store.fusedVectors(meta.maxFaceId)) {
-      index.add(faceId, fused);
-      added++;
-    }
-    this.options.logger.info('index caught up with SQLite', { added });
+    this.options.logger.info('index caught up with SQLite', {
+      removed: erased.length,
+      added: missing.length,
+    });
     this.index = index;
     this.saveNow();
     return index;
@@ -468,18 +480,18 @@ export class Gallery {
         input: String(minScore),
       });
     }
-    const config = this.store.config();
     if (!(vector instanceof Float32Array)) {
       throw new ReidbError('invalid_argument', 'query vector must be a Float32Array', {
         input: 'vector',
       });
     }
-    if (config !== null && vector.length !== config.fusedDim) {
+    // The index exists exactly when the gallery has a config; its dim is the fused dim.
+    const dim = this.index?.dim;
+    if (dim !== undefined && vector.length !== dim) {
       throw new ReidbError(
         'invalid_argument',
-        `query vector has ${vector.length} dimensions; the gallery's fused vectors have ` +
-          `${config.fusedDim}`,
-        { input: 'vector', details: { expected: config.fusedDim, got: vector.length } },
+        `query vector has ${vector.length} dimensions; the gallery's fused vectors have ${dim}`,
+        { input: 'vector', details: { expected: dim, got: vector.length } },
       );
     }
     if (!isUsableVector(vector)) {
@@ -536,7 +548,8 @@ function validateFaces(faces: EnrolFace[], config: GalleryConfig): void {
     if (typeof face.source !== 'string' || face.source.length === 0 || face.source.length > 1024) {
       fail('source', 'must be a string of 1..1024 characters');
     }
-    if (face.camera !== undefined && (typeof face.camera !== 'string' || face.camera.length > 256)) {
+    const camera: unknown = face.camera;
+    if (camera !== undefined && (typeof camera !== 'string' || camera.length > 256)) {
       fail('camera', 'must be a string of at most 256 characters');
     }
     if (
@@ -559,7 +572,9 @@ function validateFaces(faces: EnrolFace[], config: GalleryConfig): void {
       ['meshScore', face.meshScore],
     ];
     for (const [field, value] of numbers) {
-      if (typeof value !== 'number' || !Number.isFinite(value)) fail(field, 'must be a finite number');
+      if (typeof value !== 'number' || !Number.isFinite(value)) {
+        fail(field, 'must be a finite number');
+      }
     }
 
     const vectors: [string, unknown, number | null][] = [

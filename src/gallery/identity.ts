@@ -29,7 +29,10 @@ export function validateIdentity(identity: unknown): string {
     throw new ReidbError(
       'invalid_identity',
       `identity is ${identity.length} characters long; at most ${MAX_IDENTITY_LENGTH} are allowed`,
-      { input: identity.slice(0, MAX_IDENTITY_LENGTH) + '...', details: { max: MAX_IDENTITY_LENGTH } },
+      {
+        input: identity.slice(0, MAX_IDENTITY_LENGTH) + '...',
+        details: { max: MAX_IDENTITY_LENGTH },
+      },
     );
   }
 
@@ -44,9 +47,8 @@ export function validateIdentity(identity: unknown): string {
   }
 
   if (LONE_SURROGATE.test(identity)) {
-    throw new ReidbError('invalid_identity', 'identity is not well-formed Unicode (lone surrogate)', {
-      input: identity,
-    });
+    const message = 'identity is not well-formed Unicode (it has a lone surrogate)';
+    throw new ReidbError('invalid_identity', message, { input: identity });
   }
 
   return identity;

@@ -253,7 +253,8 @@ export class GalleryStore {
       const existing = findIdentity.get(identity) as { id: number } | undefined;
       let identityId: number;
       if (existing === undefined) {
-        identityId = Number(insertIdentity.run(identity, now, metadataJson ?? '{}').lastInsertRowid);
+        const created = insertIdentity.run(identity, now, metadataJson ?? '{}');
+        identityId = Number(created.lastInsertRowid);
       } else {
         identityId = existing.id;
         if (metadataJson !== undefined) updateMetadata.run(metadataJson, identityId);
@@ -353,6 +354,15 @@ export class GalleryStore {
   /** All face ids in ascending order. */
   faceIds(): number[] {
     return this.db.prepare('SELECT id FROM faces ORDER BY id').pluck().all() as number[];
+  }
+
+  /** A prepared lookup of one face's fused vector by face id. */
+  fusedVectorLookup(): (faceId: number) => Float32Array | undefined {
+    const statement = this.db.prepare('SELECT fused FROM faces WHERE id = ?').pluck();
+    return (faceId) => {
+      const blob = statement.get(faceId) as Buffer | undefined;
+      return blob === undefined ? undefined : blobToFloat32(blob);
+    };
   }
 
   /** Fused vectors of all faces (or those with id > `afterFaceId`), in id order. */

@@ -23,6 +23,13 @@ export const INDEX_META_FILE = 'index.meta.json';
 /** Version of the index.meta.json layout. */
 const META_FORMAT = 1;
 
+/**
+ * hnswlib-node labels are uint32. Face ids use [1, PLACEHOLDER_BASE); labels from
+ * PLACEHOLDER_BASE up mark the deleted slots that erasure filled with noise.
+ */
+export const PLACEHOLDER_BASE = 0xf000_0000;
+const LAST_LABEL = 0xffff_ffff;
+
 export interface VectorIndexOptions {
   /** HNSW graph degree M; default 16. */
   m?: number;
@@ -60,8 +67,12 @@ export interface IndexMeta {
 
 /**
  * An HNSW index (hnswlib, cosine space) over vectors labelled with face ids. It is a cache
- * derived from SQLite: it can always be rebuilt from the fused vectors stored there. Labels are
- * never removed in place; erasure rebuilds the index so that no trace of a vector remains.
+ * derived from SQLite: it can always be rebuilt from the fused vectors stored there.
+ *
+ * hnswlib's markDelete only flags a vector and keeps its bytes, in memory and in the saved
+ * file. So `remove` overwrites each removed vector's slot with random noise under a
+ * placeholder label and leaves the placeholder flagged deleted; later additions reuse those
+ * slots. Search never returns placeholders, and `count` and `labels` leave them out.
  */
 export class VectorIndex {
   readonly dim: number;
@@ -69,6 +80,8 @@ export class VectorIndex {
   readonly efConstruction: number;
   private readonly hnsw: hnswlib.HierarchicalNSW;
   private efSearch: number;
+  /** Deleted noise slots in the index. */
+  private placeholderCount: number;
 
   private constructor(hnsw: hnswlib.HierarchicalNSW, dim: number, options: VectorIndexOptions) {
     this.hnsw = hnsw;
@@ -76,6 +89,7 @@ export class VectorIndex {
     this.m = options.m ?? 16;
     this.efConstruction = options.efConstruction ?? 200;
     this.efSearch = options.efSearch ?? 64;
+    this.placeholderCount = placeholderLabels(hnsw).length;
   }
 
   /** An empty index for `dim`-dimensional vectors. */
@@ -91,6 +105,7 @@ export class VectorIndex {
       m: options.m ?? 16,
       efConstruction: options.efConstruction ?? 200,
       randomSeed: options.seed ?? 100,
+      allowReplaceDeleted: true,
     });
     return new VectorIndex(hnsw, dim, options);
   }
@@ -101,31 +116,72 @@ export class VectorIndex {
    */
   static read(file: string, dim: number, options: VectorIndexOptions = {}): VectorIndex {
     const hnsw = new hnswlib.HierarchicalNSW('cosine', dim);
-    hnsw.readIndexSync(file);
+    hnsw.readIndexSync(file, true);
     if (hnsw.getNumDimensions() !== dim) {
       throw new Error(`index has dimension ${hnsw.getNumDimensions()}, expected ${dim}`);
     }
     return new VectorIndex(hnsw, dim, options);
   }
 
-  /** Number of vectors in the index. */
+  /** Number of live vectors (placeholders not counted). */
   get count(): number {
-    return this.hnsw.getCurrentCount();
+    return this.hnsw.getCurrentCount() - this.placeholderCount;
   }
 
-  /** Labels of all vectors, in no particular order. */
+  /** Labels of all live vectors, in no particular order. */
   labels(): number[] {
-    return this.hnsw.getIdsList();
+    return this.hnsw.getIdsList().filter((label) => label < PLACEHOLDER_BASE);
   }
 
   setEfSearch(efSearch: number): void {
     this.efSearch = efSearch;
   }
 
-  /** Adds one vector (normalised by hnswlib) under `label`, growing the index when full. */
+  /**
+   * Adds one vector (normalised by hnswlib) under `label`, an integer in
+   * [1, PLACEHOLDER_BASE). It takes a placeholder's slot when there is one, else grows the
+   * index when full.
+   */
   add(label: number, vector: Float32Array): void {
-    this.reserve(1);
-    this.hnsw.addPoint(Array.from(vector), label);
+    if (!Number.isInteger(label) || label < 1 || label >= PLACEHOLDER_BASE) {
+      throw new ReidbError('invalid_argument', `index label ${label} is out of range`, {
+        input: String(label),
+      });
+    }
+
+    // With replaceDeleted, hnswlib fills a deleted slot when there is one; only placeholders
+    // are ever left deleted.
+    if (this.placeholderCount === 0) this.reserve(1);
+    this.hnsw.addPoint(Array.from(vector), label, true);
+    if (this.placeholderCount > 0) this.placeholderCount--;
+  }
+
+  /**
+   * Removes vectors so that their bytes are gone from memory (and from the next saved file):
+   * each one's slot is overwritten with random noise under a new placeholder label, which is
+   * then flagged deleted. Labels not in the index are ignored.
+   */
+  remove(labels: Iterable<number>): void {
+    const present = new Set(this.labels());
+    const doomed = [...labels].filter((label) => present.has(label));
+    if (doomed.length === 0) return;
+
+    // hnswlib reuses an arbitrary deleted slot, so while overwriting, the only deleted slot
+    // must be the one just removed: revive the old placeholders for the duration (nothing can
+    // search in between; this is synchronous).
+    const placeholders = placeholderLabels(this.hnsw);
+    let next = Math.max(PLACEHOLDER_BASE - 1, ...placeholders) + 1;
+    if (next + doomed.length - 1 > LAST_LABEL) {
+      throw new ReidbError('internal', 'the index has run out of placeholder labels');
+    }
+    for (const placeholder of placeholders) this.hnsw.unmarkDelete(placeholder);
+    for (const label of doomed) {
+      this.hnsw.markDelete(label);
+      this.hnsw.addPoint(noise(this.dim), next, true);
+      placeholders.push(next++);
+    }
+    for (const placeholder of placeholders) this.hnsw.markDelete(placeholder);
+    this.placeholderCount = placeholders.length;
   }
 
   /** Makes room for `more` vectors, doubling the capacity so growth stays amortised. */
@@ -193,7 +249,9 @@ export function readIndexMeta(dir: string): IndexMeta | { problem: string } {
   if (!existsSync(file)) return { problem: `${INDEX_META_FILE} is missing` };
   try {
     const meta = JSON.parse(readFileSync(file, 'utf8')) as IndexMeta;
-    if (meta.format !== META_FORMAT) return { problem: `${INDEX_META_FILE} has format ${meta.format}` };
+    if (meta.format !== META_FORMAT) {
+      return { problem: `${INDEX_META_FILE} has format ${meta.format}` };
+    }
     return meta;
   } catch (cause) {
     return { problem: `${INDEX_META_FILE} is unreadable: ${(cause as Error).message}` };
@@ -249,6 +307,16 @@ export function removeTemporaryIndexFiles(dir: string): string[] {
 export function removeIndexFiles(dir: string): void {
   rmSync(path.join(dir, INDEX_FILE), { force: true });
   rmSync(path.join(dir, INDEX_META_FILE), { force: true });
+}
+
+function placeholderLabels(hnsw: hnswlib.HierarchicalNSW): number[] {
+  return hnsw.getIdsList().filter((label) => label >= PLACEHOLDER_BASE);
+}
+
+/** A random vector in [-1, 1)^dim from the OS generator: what an erased slot holds. */
+function noise(dim: number): number[] {
+  const words = new Uint32Array(randomBytes(dim * 4).buffer);
+  return Array.from(words, (word) => word / 2 ** 31 - 1);
 }
 
 function writeFileAtomic(file: string, text: string): void {

@@ -16,7 +16,7 @@ import { readFile, stat } from 'node:fs/promises';
 
 import sharp, { type Metadata, type OutputInfo } from 'sharp';
 
-import { ReidbError } from '../errors.ts';
+import { ReidbError, toReidbError } from '../errors.ts';
 import type { RgbImage } from '../types.ts';
 import { decodePnm } from './pnm.ts';
 import { sniffImageFormat, type DecodableFormat } from './sniff.ts';
@@ -62,6 +62,20 @@ export async function decodeImage(
   options: DecodeOptions = {},
 ): Promise<DecodedImage> {
   const source = options.name ?? (typeof input === 'string' ? input : '<buffer>');
+  try {
+    return await decode(input, options, source);
+  } catch (error) {
+    // Anything that is not already a ReidbError is a bug here, reported as 'internal'.
+    throw toReidbError(error, source);
+  }
+}
+
+/** decodeImage's steps: limits, bytes, sniffing, then the decoder for the format. */
+async function decode(
+  input: string | Buffer,
+  options: DecodeOptions,
+  source: string,
+): Promise<DecodedImage> {
   const maxPixels = checkLimit(options.maxPixels, DEFAULT_MAX_PIXELS, 'maxPixels', source);
   const maxBytes = checkLimit(options.maxBytes, DEFAULT_MAX_BYTES, 'maxBytes', source);
 

@@ -92,12 +92,12 @@ test('w = 0 gives the appearance-only vector, zero-padded', (t) => {
 });
 
 test('ids encode the method, weight and non-default statistics', (t) => {
-  t.is(createConcatFusion({ appearanceDim: 512 }).id, 'concat-v1:w=0.10');
+  t.is(createConcatFusion({ appearanceDim: 512 }).id, 'concat-v1:w=0.01');
   t.is(createConcatFusion({ appearanceDim: 512, geometryWeight: 0.25 }).id, 'concat-v1:w=0.25');
   t.is(createConcatFusion({ appearanceDim: 512, geometryWeight: 0.125 }).id, 'concat-v1:w=0.125');
   t.is(
     createConcatFusion({ appearanceDim: 512, geometryStats: referenceGeometryStats() }).id,
-    'concat-v1:w=0.10',
+    'concat-v1:w=0.01',
   );
 
   const custom = referenceGeometryStats();

@@ -42,7 +42,12 @@ async function reopen(
 }
 
 /** Every face is its own best match under its identity. */
-function assertAllFound(t: ExecutionContext, gallery: Gallery, faces: EnrolFace[], names: string[]) {
+function assertAllFound(
+  t: ExecutionContext,
+  gallery: Gallery,
+  faces: EnrolFace[],
+  names: string[],
+): void {
   faces.forEach((face, i) => {
     const [best] = gallery.search(face.fused, 1);
     t.is(best?.identity, names[i]);
@@ -82,7 +87,7 @@ test('faces committed to SQLite but never saved to the index are found after reo
   t.deepEqual(again.messages, []);
 });
 
-test('an index file holding faces SQLite no longer has is rebuilt without them', async (t) => {
+test('an index file holding faces SQLite no longer has is repaired without them', async (t) => {
   const dir = tempDir(t);
   const faces = await build(dir, 10, 3);
 
@@ -92,7 +97,7 @@ test('an index file holding faces SQLite no longer has is rebuilt without them',
   store.close();
 
   const { gallery, messages } = await reopen(t, dir);
-  t.true(messages.some((m) => m.includes('index holds faces SQLite lacks')), messages.join(' | '));
+  t.true(messages.includes('index caught up with SQLite'), messages.join(' | '));
   t.is(gallery.stats().indexCount, 9);
   t.false(gallery.search(faces[4]!.fused, 10).some((m) => m.identity === 'person-4'));
 });
@@ -179,4 +184,26 @@ test('enrolments are saved to the index file after the save delay', async (t) =>
   await new Promise((resolve) => setTimeout(resolve, 200));
   const meta = JSON.parse(readFileSync(path.join(dir, 'index.meta.json'), 'utf8'));
   t.like(meta, { faceCount: 1 });
+});
+
+test('slots of erased faces are reused and survive save and reload', async (t) => {
+  const dir = tempDir(t);
+  const faces = await build(dir, 12, 9);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  for (const i of [2, 5, 8]) gallery.erase(`person-${i}`);
+  t.like(gallery.stats(), { faces: 9, indexCount: 9 });
+  gallery.close();
+
+  const { gallery: reopened, messages } = await reopen(t, dir);
+  t.deepEqual(messages, []);
+  t.like(reopened.stats(), { faces: 9, indexCount: 9 });
+  const random = rng(99);
+  const added = [randomFace(random, 'x.jpg'), randomFace(random, 'y.jpg')];
+  reopened.enrol('new-person', added);
+  t.like(reopened.stats(), { faces: 11, indexCount: 11 });
+
+  const kept = faces.filter((_, i) => ![2, 5, 8].includes(i));
+  const keptNames = faces.map((_, i) => `person-${i}`).filter((_, i) => ![2, 5, 8].includes(i));
+  assertAllFound(t, reopened, [...kept, ...added], [...keptNames, 'new-person', 'new-person']);
+  t.is(reopened.search(faces[0]!.fused, 1000).length, 11);
 });

@@ -15,7 +15,14 @@ function copyMigrations(t: import('ava').ExecutionContext): string {
   return dir;
 }
 
-function recorded(galleryDir: string): { version: number; name: string; sha256: string; applied_at: string }[] {
+interface Recorded {
+  version: number;
+  name: string;
+  sha256: string;
+  applied_at: string;
+}
+
+function recorded(galleryDir: string): Recorded[] {
   const db = new Database(path.join(galleryDir, 'gallery.sqlite'), { readonly: true });
   try {
     return db.prepare('SELECT * FROM schema_migrations ORDER BY version').all() as never;
@@ -52,7 +59,7 @@ test('the store sets WAL, foreign keys, secure_delete and synchronous FULL', (t)
   t.is(pragma('synchronous'), 2);
 });
 
-test('a migration file edited after it was applied is gallery_corrupt naming the file', async (t) => {
+test('a migration edited after it was applied is gallery_corrupt naming the file', async (t) => {
   const migrations = copyMigrations(t);
   const dir = tempDir(t);
   (await openGallery(dir, { migrationsDir: migrations })).close();

@@ -60,7 +60,7 @@ test('recall@10 on 20,000 uniform random 128-D vectors is >= 0.95 at efSearch 51
   t.true(recall >= 0.95, `recall@${K} = ${recall}`);
 });
 
-test('recall@10 on 10,000 face-like clustered vectors is >= 0.95 at the default efSearch', async (t) => {
+test('recall@10 on 10,000 face-like clustered vectors is >= 0.95 at efSearch 64', async (t) => {
   const random = rng(7);
   const centres = Array.from({ length: 500 }, () => unitVector(random, DIM));
   const gallery = await galleryOf(
