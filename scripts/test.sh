@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# The test suite: sets up dependencies, type-checks, then runs every ava test.
+# The test suite: sets up dependencies, type-checks, then runs every ava test and ends with
+# one summary line "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npx tsc -p .
-npx ava "$@"
+
+log="$(mktemp -t reidb-test-XXXXXX)"
+status=0
+npx ava "$@" 2>&1 | tee "$log" || status=$?
+passed=$(grep -oE '([0-9]+) tests? passed' "$log" | grep -oE '^[0-9]+' | tail -n 1 || true)
+failed=$(grep -oE '([0-9]+) tests? failed' "$log" | grep -oE '^[0-9]+' | tail -n 1 || true)
+rm -f "$log"
+echo "ava: ${passed:-0} passed, ${failed:-0} failed"
+exit "$status"

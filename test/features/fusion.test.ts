@@ -103,7 +103,7 @@ test('ids encode the method, weight and non-default statistics', (t) => {
   const custom = referenceGeometryStats();
   custom.mean[0] += 0.01;
   const customId = createConcatFusion({ appearanceDim: 512, geometryStats: custom }).id;
-  t.regex(customId, /^concat-v1:w=0\.10:stats=[0-9a-f]{8}$/);
+  t.regex(customId, /^concat-v1:w=0\.01:stats=[0-9a-f]{8}$/);
   t.is(createAppearanceOnlyFusion(512).id, 'appearance-v1');
 });
 
