@@ -9,8 +9,8 @@ npx tsc -p .
 log="$(mktemp -t reidb-test-XXXXXX)"
 status=0
 npx ava "$@" 2>&1 | tee "$log" || status=$?
-passed=$(grep -oE '([0-9]+) tests? passed' "$log" | grep -oE '^[0-9]+' | tail -n 1 || true)
-failed=$(grep -oE '([0-9]+) tests? failed' "$log" | grep -oE '^[0-9]+' | tail -n 1 || true)
+passed=$(grep -c '✔' "$log" || true)
+failed=$(grep -c '✘' "$log" || true)
 rm -f "$log"
 echo "ava: ${passed:-0} passed, ${failed:-0} failed"
 exit "$status"
