@@ -7,11 +7,12 @@ import {
   type SearchReport,
 } from '../engine/service.ts';
 import { ReidbError, toReidbError } from '../errors.ts';
-import { openGallery, type Gallery } from '../gallery/gallery.ts';
+import type { Gallery } from '../gallery/gallery.ts';
 import { jsonLineLogger, type Logger } from '../log.ts';
 import { int, num, parseArgs, required, str, type FlagSpec, type ParsedArgs } from './args.ts';
 import { benchCommand, BENCH_FLAGS } from './bench-command.ts';
 import { EXIT_OK, EXIT_USAGE, exitCodeFor } from './exit-codes.ts';
+import { openCliGallery } from './gallery-location.ts';
 import { ENGINE_FLAGS, engineOptions } from './options.ts';
 import { serveCommand, SERVE_FLAGS } from './serve-command.ts';
 
@@ -39,17 +40,17 @@ const COMMON: FlagSpec = { json: false, verbose: false, help: false };
 const COMMANDS: Record<string, Command> = {
   enroll: {
     summary:
-      'reidb enroll --db DIR --layout folder ROOT | --db DIR --identity ID FILE... [--camera C]',
+      'reidb enroll [--db DIR] --layout folder ROOT | [--db DIR] --identity ID FILE... [--camera C]',
     flags: { ...COMMON, ...ENGINE_FLAGS, db: true, layout: true, identity: true, camera: true },
     run: enrollCommand,
   },
   search: {
-    summary: 'reidb search --db DIR [--top-k K] [--min-score S] FILE...',
+    summary: 'reidb search [--db DIR] [--top-k K] [--min-score S] FILE...',
     flags: { ...COMMON, ...ENGINE_FLAGS, db: true, 'top-k': true, 'min-score': true },
     run: searchCommand,
   },
   erase: {
-    summary: 'reidb erase --db DIR --identity ID',
+    summary: 'reidb erase [--db DIR] --identity ID',
     flags: { ...COMMON, db: true, identity: true },
     run: eraseCommand,
   },
@@ -61,7 +62,7 @@ const COMMANDS: Record<string, Command> = {
     run: benchCommand,
   },
   serve: {
-    summary: 'reidb serve --db DIR --port N [--host 127.0.0.1]',
+    summary: 'reidb serve [--db DIR] [--port 8080] [--host 127.0.0.1]',
     flags: { ...COMMON, ...ENGINE_FLAGS, ...SERVE_FLAGS },
     run: serveCommand,
   },
@@ -101,7 +102,9 @@ export async function main(
       ? jsonLineLogger(io.stderr, 'debug')
       : jsonLineLogger(io.stderr, 'warn');
     const out = await command.run({ args, logger, stdout: io.stdout });
-    io.stdout(json ? JSON.stringify(out.json) + '\n' : out.text.endsWith('\n') ? out.text : out.text + '\n');
+    // A command whose document was already printed (serve prints its address) returns none.
+    if (json && out.json !== undefined) io.stdout(JSON.stringify(out.json) + '\n');
+    if (!json) io.stdout(out.text.endsWith('\n') ? out.text : out.text + '\n');
     return EXIT_OK;
   } catch (e) {
     const err = toReidbError(e);
@@ -127,6 +130,7 @@ function helpText(): string {
   return (
     'usage: reidb <command> [options]   (every command takes --json)\n\n' +
     lines.join('\n') +
+    '\n\nWithout --db DIR, commands use the default gallery (.reidb/ and indexes/ in the checkout).' +
     '\n\nFace pipeline options: --align mesh|raw, --embedder dlib|onnx-arcface --model FILE,\n' +
     '  --backend wasm|cpu, --workers N, --fusion concat|appearance, --geometry-weight W\n'
   );
@@ -134,7 +138,7 @@ function helpText(): string {
 
 /** Opens the gallery and an engine that matches how it was built. */
 async function openBoth(ctx: CommandContext): Promise<{ gallery: Gallery; engine: Engine }> {
-  const gallery = await openGallery(required(ctx.args, 'db'), { logger: ctx.logger });
+  const gallery = await openCliGallery(ctx);
   try {
     const engine = await createEngine(engineOptions(ctx.args, ctx.logger, gallery.config()));
     return { gallery, engine };
@@ -242,7 +246,7 @@ function searchText(r: SearchReport | { file: string; error: { code: string; mes
 
 async function eraseCommand(ctx: CommandContext): Promise<CommandOutput> {
   const identity = required(ctx.args, 'identity');
-  const gallery = await openGallery(required(ctx.args, 'db'), { logger: ctx.logger });
+  const gallery = await openCliGallery(ctx);
   try {
     const result = gallery.erase(identity);
     return {

@@ -2,8 +2,8 @@ import { once } from 'node:events';
 
 import { createApp, listen } from '../api/server.ts';
 import { createEngine } from '../engine/pool.ts';
-import { openGallery } from '../gallery/gallery.ts';
-import { int, required, str, type FlagSpec } from './args.ts';
+import { int, str, type FlagSpec } from './args.ts';
+import { openCliGallery } from './gallery-location.ts';
 import type { CommandContext, CommandOutput } from './main.ts';
 import { engineOptions } from './options.ts';
 
@@ -19,7 +19,7 @@ export async function serveCommand(ctx: CommandContext): Promise<CommandOutput> 
   const host = str(args, 'host') ?? '127.0.0.1';
   const maxMb = int(args, 'max-upload-mb', 1, 1024) ?? 10;
 
-  const gallery = await openGallery(required(args, 'db'), { logger });
+  const gallery = await openCliGallery(ctx);
   const engine = await createEngine(engineOptions(args, logger, gallery.config())).catch((e) => {
     gallery.close();
     throw e;
@@ -36,5 +36,5 @@ export async function serveCommand(ctx: CommandContext): Promise<CommandOutput> 
   server.close();
   await engine.close();
   gallery.close();
-  return { json: { stopped: url }, text: 'reidb stopped' };
+  return { json: undefined, text: 'reidb stopped' };
 }

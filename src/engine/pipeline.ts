@@ -188,9 +188,11 @@ export async function createPipeline(options: PipelineOptions = {}): Promise<Pip
 }
 
 /**
- * Picks the face to enrol from an image: the only face, or the largest when its area is at
- * least `dominance` times the next one's (default 2). Otherwise ambiguous_face, naming the
- * input and the number of faces; no usable face is no_face with the reason.
+ * Picks the face to enrol from an image: the only face, or the most prominent one when its
+ * prominence (quality x box area in pixels^2) is at least `dominance` times the next face's
+ * (default 2): a bystander in the background or a face cut by the frame is smaller and of
+ * lower quality, while two people photographed alike are not. Otherwise ambiguous_face,
+ * naming the input and the number of faces; no usable face is no_face with the reason.
  */
 export function pickEnrolmentFace(
   analysis: Analysis,
@@ -200,19 +202,22 @@ export function pickEnrolmentFace(
   if (analysis.faces.length === 0) throw noFaceError(analysis, input);
   if (analysis.faces.length === 1) return { face: analysis.faces[0], index: 0 };
 
-  const area = (f: FaceFeatures): number => f.detection.box.width * f.detection.box.height;
-  const order = analysis.faces.map((f, i) => ({ f, i })).sort((a, b) => area(b.f) - area(a.f));
-  if (area(order[0].f) >= dominance * area(order[1].f)) {
+  const prominence = (f: FaceFeatures): number =>
+    f.quality * f.detection.box.width * f.detection.box.height;
+  const order = analysis.faces
+    .map((f, i) => ({ f, i }))
+    .sort((a, b) => prominence(b.f) - prominence(a.f));
+  if (prominence(order[0].f) >= dominance * prominence(order[1].f)) {
     return {
       face: order[0].f,
       index: order[0].i,
-      note: `${analysis.faces.length} faces found; enrolled the largest`,
+      note: `${analysis.faces.length} faces found; enrolled the most prominent (largest and clearest)`,
     };
   }
   throw new ReidbError(
     'ambiguous_face',
-    `${input}: ${analysis.faces.length} faces of similar size found; enrolment needs one face ` +
-      `(crop the image or enrol a photo with one person)`,
+    `${input}: ${analysis.faces.length} faces of similar size and quality found; enrolment ` +
+      'needs one clear face (crop the image or enrol a photo with one person)',
     { input, details: { faces: analysis.faces.map((f) => f.detection.box) } },
   );
 }

@@ -153,6 +153,6 @@ test.serial('two faces of similar size are refused for enrolment as ambiguous', 
   const ok = await post('/v1/identities/dominant/faces', dominant);
   const body = await ok.json();
   t.is(ok.status, 201, JSON.stringify(body));
-  t.regex(body.enrolled[0].note, /enrolled the largest/);
+  t.regex(body.enrolled[0].note, /enrolled the most prominent/);
   t.true(body.enrolled[0].box.x < 250);
 });

@@ -24,9 +24,9 @@ test('unknown command is a usage error with one JSON document', async (t) => {
   t.regex(doc.error.message, /unknown command 'frobnicate'/);
 });
 
-test('missing --db, unknown flag and bad --top-k exit 2 and name the flag', async (t) => {
+test('missing --identity, unknown flag and bad --top-k exit 2 and name the flag', async (t) => {
   const cases: [string[], RegExp][] = [
-    [['erase', '--identity', 'x', '--json'], /--db is required/],
+    [['erase', '--db', 'g', '--json'], /--identity is required/],
     [['search', '--db', 'g', '--bogus', 'a.jpg', '--json'], /unknown option --bogus/],
     [['search', '--db', 'g', '--top-k', '0', 'a.jpg', '--json'], /--top-k must be an integer/],
     [['enroll', '--db', 'g', '--json'], /enroll needs --layout folder ROOT or --identity/],

@@ -60,7 +60,7 @@ test('two faces in one photo are both analysed', async (t) => {
   t.is(analysis.faces.length, 2);
   const xs = analysis.faces.map((f) => f.detection.box.x).sort((a, b) => a - b);
   t.true(xs[0] < 150 && xs[1] >= 150, `boxes at x=${xs}`);
-  t.throws(() => pickEnrolmentFace(analysis, 'two.jpg'), { message: /2 faces of similar size/ });
+  t.throws(() => pickEnrolmentFace(analysis, 'two.jpg'), { message: /2 faces of similar size and quality/ });
 });
 
 test('true profiles are either analysed with a large yaw or rejected with a reason', async (t) => {

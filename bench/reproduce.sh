@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Re-runs every benchmark whose figures the README quotes, writing JSON and reports to OUT
+# (default out/bench). Takes about 20 minutes on a 2-core machine.
+#   bash bench/reproduce.sh [OUT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+out="${1:-out/bench}"
+data=../shared/data
+mkdir -p "$out"
+
+run() {
+  local name=$1
+  shift
+  echo "== $name: $*" >&2
+  /usr/bin/time -f "$name: %e s wall, %M KB max RSS" "$@" > "$out/$name.json"
+}
+
+run enrol-speed npx tsx bench/enrol-speed.ts --root $data/lfw_multi --limit 600 \
+  --export "$out/real-embeddings.json"
+run lfw npx reidb bench --layout folder $data/lfw_multi --pairs $data/lfw_multi/pairs.csv \
+  --out "$out/lfw" --json
+run lfw-raw npx reidb bench --layout folder $data/lfw_multi --pairs $data/lfw_multi/pairs.csv \
+  --align raw --out "$out/lfw-raw" --json
+run lfw-distractors npx reidb bench --layout folder $data/lfw_multi \
+  --distractors $data/lfw_distractors --out "$out/lfw-distractors" --json
+run pointing04 npx reidb bench --layout folder $data/pointing04_headpose \
+  --protocol frontal-gallery --out "$out/pointing04" --json
+run mfr2 npx reidb bench --layout folder $data/mfr2_masked --pairs $data/mfr2_masked/pairs.csv \
+  --out "$out/mfr2" --json
+run cuhk01 npx reidb bench --layout cuhk01 $data/cuhk01_reid --out "$out/cuhk01" --json
+run search-speed npx tsx bench/search-speed.ts --faces 100000 --dim 254 --ef 64 \
+  --real "$out/real-embeddings.json"
+echo "figures in $out" >&2
