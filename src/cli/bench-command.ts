@@ -14,7 +14,6 @@ export const BENCH_FLAGS: FlagSpec = {
   protocol: true,
   distractors: true,
   out: true,
-  subset: true,
 };
 
 const LAYOUTS = ['folder', 'labels', 'cuhk01', 'cuhk03', 'market1501', 'msmt17'] as const;
