@@ -1,9 +1,12 @@
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import type { Engine } from '../engine/pool.ts';
 import { openGallery, type Gallery } from '../gallery/gallery.ts';
 import { str } from './args.ts';
 import type { CommandContext } from './main.ts';
+import { fusionModelCopyPath } from './options.ts';
 
 /**
  * The gallery a command works on: --db DIR (SQLite and index files in DIR), else the default
@@ -19,4 +22,17 @@ export function openCliGallery(ctx: Pick<CommandContext, 'args' | 'logger'>): Pr
 }
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+
+/**
+ * Keeps a copy of a trained fusion model inside the gallery directory, so that later
+ * commands on the gallery find the model its vectors came from without --fusion.
+ */
+export function keepFusionModel(gallery: Gallery, engine: Engine, modelFile?: string): void {
+  if (!modelFile) return;
+  const copy = fusionModelCopyPath(gallery.dir, engine.identity.fusionId);
+  if (path.resolve(copy) === path.resolve(modelFile) || existsSync(copy)) return;
+  mkdirSync(path.dirname(copy), { recursive: true });
+  copyFileSync(modelFile, copy);
+}
 

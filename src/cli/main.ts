@@ -12,8 +12,9 @@ import { jsonLineLogger, type Logger } from '../log.ts';
 import { int, num, parseArgs, required, str, type FlagSpec, type ParsedArgs } from './args.ts';
 import { benchCommand, BENCH_FLAGS } from './bench-command.ts';
 import { EXIT_OK, EXIT_USAGE, exitCodeFor } from './exit-codes.ts';
-import { openCliGallery } from './gallery-location.ts';
+import { keepFusionModel, openCliGallery } from './gallery-location.ts';
 import { ENGINE_FLAGS, engineOptions } from './options.ts';
+import { refuseCommand, REFUSE_FLAGS } from './refuse-command.ts';
 import { serveCommand, SERVE_FLAGS } from './serve-command.ts';
 
 /** What a command hands back: the JSON document and the lines for people. */
@@ -60,6 +61,11 @@ const COMMANDS: Record<string, Command> = {
       '[--align raw|mesh] [--protocol loo|frontal-gallery] [--distractors DIR] [--out DIR]',
     flags: { ...COMMON, ...ENGINE_FLAGS, ...BENCH_FLAGS },
     run: benchCommand,
+  },
+  refuse: {
+    summary: 'reidb refuse [--db DIR] --fusion FILE|concat|appearance [--geometry-weight W]',
+    flags: { ...COMMON, ...REFUSE_FLAGS },
+    run: refuseCommand,
   },
   serve: {
     summary: 'reidb serve [--db DIR] [--port 8080] [--host 127.0.0.1]',
@@ -132,7 +138,7 @@ function helpText(): string {
     lines.join('\n') +
     '\n\nWithout --db DIR, commands use the default gallery (.reidb/ and indexes/ in the checkout).' +
     '\n\nFace pipeline options: --align mesh|raw, --embedder dlib|onnx-arcface --model FILE,\n' +
-    '  --backend wasm|cpu, --workers N, --fusion concat|appearance, --geometry-weight W\n'
+    '  --backend wasm|cpu, --workers N, --fusion concat|appearance|MODEL_FILE, --geometry-weight W\n'
   );
 }
 
@@ -140,7 +146,9 @@ function helpText(): string {
 async function openBoth(ctx: CommandContext): Promise<{ gallery: Gallery; engine: Engine }> {
   const gallery = await openCliGallery(ctx);
   try {
-    const engine = await createEngine(engineOptions(ctx.args, ctx.logger, gallery.config()));
+    const options = engineOptions(ctx.args, ctx.logger, gallery.config(), gallery.dir);
+    const engine = await createEngine(options);
+    keepFusionModel(gallery, engine, options.pipeline?.fusionModel);
     return { gallery, engine };
   } catch (e) {
     gallery.close();

@@ -1,3 +1,7 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+
+import type { FusionKind } from '../engine/pipeline.ts';
 import type { EngineOptions } from '../engine/pool.ts';
 import type { GalleryConfig } from '../gallery/gallery.ts';
 import { ReidbError } from '../errors.ts';
@@ -23,6 +27,7 @@ export function engineOptions(
   args: ParsedArgs,
   logger: Logger,
   stored: GalleryConfig | null = null,
+  galleryDir?: string,
 ): EngineOptions {
   const embedder = oneOf(args, 'embedder', ['dlib', 'onnx-arcface'] as const);
   const model = str(args, 'model');
@@ -33,7 +38,14 @@ export function engineOptions(
   }
 
   const storedFusion = stored?.fusionId.startsWith('appearance') ? 'appearance' : undefined;
-  const fusion = oneOf(args, 'fusion', ['concat', 'appearance'] as const) ?? storedFusion;
+  const fusionArg = str(args, 'fusion');
+  const fusionModel =
+    fusionArg !== undefined && !FUSION_KINDS.includes(fusionArg as FusionKind)
+      ? path.resolve(fusionArg)
+      : fusionArg === undefined && stored && galleryDir
+        ? storedFusionModel(stored.fusionId, galleryDir)
+        : undefined;
+  const fusion = (fusionModel ? undefined : (fusionArg as FusionKind | undefined)) ?? storedFusion;
   const storedWeight = stored ? weightFromFusionId(stored.fusionId) : undefined;
 
   return {
@@ -45,8 +57,31 @@ export function engineOptions(
       embedder: embedder === 'onnx-arcface' ? { kind: 'onnx-arcface', modelPath: model } : { kind: 'dlib' },
       fusion,
       geometryWeight: num(args, 'geometry-weight', 0, 1) ?? storedWeight,
+      fusionModel,
     },
   };
+}
+
+const FUSION_KINDS: readonly FusionKind[] = ['concat', 'appearance'];
+
+/** Where a gallery keeps a copy of the trained fusion model its vectors came from. */
+export function fusionModelCopyPath(galleryDir: string, fusionId: string): string {
+  return path.join(galleryDir, 'fusion', `${fusionId.replace(/[^A-Za-z0-9-]/g, '_')}.reidbfus`);
+}
+
+/** The gallery's own copy of its trained fusion model; gallery_mismatch when it is gone. */
+function storedFusionModel(fusionId: string, galleryDir: string): string | undefined {
+  if (!fusionId.startsWith('gated-')) return undefined;
+  const file = fusionModelCopyPath(galleryDir, fusionId);
+  if (!existsSync(file)) {
+    throw new ReidbError(
+      'gallery_mismatch',
+      `the gallery's vectors come from fusion model ${fusionId}, whose copy ${file} is ` +
+        'missing; pass the model file with --fusion FILE',
+      { input: file },
+    );
+  }
+  return file;
 }
 
 function weightFromFusionId(id: string): number | undefined {

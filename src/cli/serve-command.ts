@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { createApp, listen } from '../api/server.ts';
 import { createEngine } from '../engine/pool.ts';
 import { int, str, type FlagSpec } from './args.ts';
-import { openCliGallery } from './gallery-location.ts';
+import { keepFusionModel, openCliGallery } from './gallery-location.ts';
 import type { CommandContext, CommandOutput } from './main.ts';
 import { engineOptions } from './options.ts';
 
@@ -20,10 +20,12 @@ export async function serveCommand(ctx: CommandContext): Promise<CommandOutput> 
   const maxMb = int(args, 'max-upload-mb', 1, 1024) ?? 10;
 
   const gallery = await openCliGallery(ctx);
-  const engine = await createEngine(engineOptions(args, logger, gallery.config())).catch((e) => {
+  const options = engineOptions(args, logger, gallery.config(), gallery.dir);
+  const engine = await createEngine(options).catch((e) => {
     gallery.close();
     throw e;
   });
+  keepFusionModel(gallery, engine, options.pipeline?.fusionModel);
   const app = createApp({ engine, gallery, logger, maxUploadBytes: maxMb * 1024 * 1024 });
   const server = await listen(app, port, host);
 

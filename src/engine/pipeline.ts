@@ -5,6 +5,8 @@ import { createFaceMesher, DEFAULT_MIN_MESH_SCORE, type FaceMesher } from '../fa
 import { estimateHeadPose } from '../face/pose.ts';
 import { createEmbedder, type Embedder, type EmbedderOptions } from '../features/appearance.ts';
 import { createAppearanceOnlyFusion, createConcatFusion, type Fusion } from '../features/fusion.ts';
+import { readFusionModel } from '../features/fusion-model-file.ts';
+import { createGatedFusion } from '../features/gated-fusion.ts';
 import { geometricDescriptor } from '../features/geometry.ts';
 import type { TfBackend } from '../tf/runtime.ts';
 import type { AlignMode, Box, Detection, FaceFeatures, RgbImage } from '../types.ts';
@@ -32,6 +34,11 @@ export interface PipelineOptions {
   fusion?: FusionKind;
   /** Weight of the geometry part in the concat fusion, in [0, 1]. Default: the fusion's. */
   geometryWeight?: number;
+  /**
+   * A trained gated fusion model file (src/features/fusion-model-file.ts). When given it
+   * replaces `fusion`; it must have been trained for this embedder and alignment.
+   */
+  fusionModel?: string;
 }
 
 /** Why a candidate face was not used. */
@@ -95,10 +102,7 @@ export async function createPipeline(options: PipelineOptions = {}): Promise<Pip
   });
   const mesher: FaceMesher = await createFaceMesher({ backend });
   const embedder: Embedder = await createEmbedder({ backend, ...(options.embedder ?? { kind: 'dlib' }) });
-  const fusion: Fusion =
-    options.fusion === 'appearance'
-      ? createAppearanceOnlyFusion(embedder.dim)
-      : createConcatFusion({ appearanceDim: embedder.dim, geometryWeight: options.geometryWeight });
+  const fusion = chooseFusion(options, embedder, alignMode);
 
   const identity: PipelineIdentity = {
     embedderId: embedder.id,
@@ -185,6 +189,26 @@ export async function createPipeline(options: PipelineOptions = {}): Promise<Pip
       await embedder.close();
     },
   };
+}
+
+function chooseFusion(options: PipelineOptions, embedder: Embedder, alignMode: AlignMode): Fusion {
+  if (options.fusionModel !== undefined) {
+    const model = readFusionModel(options.fusionModel, {
+      embedderId: embedder.id,
+      appearanceDim: embedder.dim,
+    });
+    if (model.header.alignMode !== alignMode) {
+      throw new ReidbError(
+        'model_mismatch',
+        `fusion model ${options.fusionModel} was trained on '${model.header.alignMode}' ` +
+          `alignment, but the pipeline aligns with '${alignMode}'`,
+        { input: options.fusionModel },
+      );
+    }
+    return createGatedFusion(model);
+  }
+  if (options.fusion === 'appearance') return createAppearanceOnlyFusion(embedder.dim);
+  return createConcatFusion({ appearanceDim: embedder.dim, geometryWeight: options.geometryWeight });
 }
 
 /**

@@ -336,6 +336,24 @@ export class Gallery {
     return { identity, facesRemoved: faceIds.length };
   }
 
+  /**
+   * Re-fuses every stored face with another fusion, from the stored appearance and geometry
+   * features (no image is read again), then rebuilds and saves the index for the new vectors.
+   * The embedder and alignment stay; only the fusion id and fused dimension change.
+   */
+  refuse(
+    fusion: { id: string; dim: number; fuse(a: Float32Array, g: Float32Array): Float32Array },
+  ): { faces: number; fusionId: string } {
+    this.assertOpen();
+    this.requireConfig();
+
+    const faces = this.store.refuse(fusion.id, fusion.dim, (a, g) => fusion.fuse(a, g));
+    this.store.checkpointTruncate();
+    this.rebuildAndSave(fusion.dim);
+    this.options.logger.info('gallery re-fused', { faces, fusionId: fusion.id });
+    return { faces, fusionId: fusion.id };
+  }
+
   stats(): GalleryStats {
     this.assertOpen();
     return {

@@ -383,6 +383,35 @@ export class GalleryStore {
   }
 
   /**
+   * Replaces every face's fused vector with `fuse(appearance, geometry)` and records the new
+   * fusion in the configuration, in one transaction (all faces or none). Bumps the index
+   * generation so that a saved index of the old vectors is seen as stale. Returns the count.
+   */
+  refuse(
+    fusionId: string,
+    fusedDim: number,
+    fuse: (appearance: Float32Array, geometry: Float32Array) => Float32Array,
+  ): number {
+    const rows = this.db.prepare('SELECT id, appearance, geometry FROM faces ORDER BY id');
+    const update = this.db.prepare('UPDATE faces SET fused = ? WHERE id = ?');
+    const setKey = this.db.prepare('UPDATE gallery_config SET value = ? WHERE key = ?');
+
+    return this.db.transaction(() => {
+      let count = 0;
+      const all = rows.all() as { id: number; appearance: Buffer; geometry: Buffer }[];
+      for (const row of all) {
+        const fused = fuse(blobToFloat32(row.appearance), blobToFloat32(row.geometry));
+        update.run(Buffer.from(fused.buffer, fused.byteOffset, fused.byteLength), row.id);
+        count++;
+      }
+      setKey.run(fusionId, CONFIG_KEYS.fusionId);
+      setKey.run(String(fusedDim), CONFIG_KEYS.fusedDim);
+      this.db.prepare('UPDATE index_state SET generation = generation + 1 WHERE id = 1').run();
+      return count;
+    })();
+  }
+
+  /**
    * Deletes an identity and (by cascade) its faces in one transaction; with secure_delete on,
    * the freed bytes are zeroed. Returns the removed face ids, or null when the identity is not
    * enrolled (nothing is changed then).
