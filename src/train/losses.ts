@@ -139,7 +139,10 @@ export interface LossWeights {
   ce: number;
 }
 
-export const DEFAULT_LOSS_WEIGHTS: Readonly<LossWeights> = Object.freeze({ triplet: 0.7, ce: 0.3 });
+export const DEFAULT_LOSS_WEIGHTS: Readonly<LossWeights> = Object.freeze({
+  triplet: 0.7,
+  ce: 0.3,
+});
 
 export interface FusionLoss {
   total: tf.Scalar;
