@@ -16,6 +16,7 @@ import { keepFusionModel, openCliGallery } from './gallery-location.ts';
 import { ENGINE_FLAGS, engineOptions } from './options.ts';
 import { refuseCommand, REFUSE_FLAGS } from './refuse-command.ts';
 import { serveCommand, SERVE_FLAGS } from './serve-command.ts';
+import { trainCommand, TRAIN_FLAGS } from './train-command.ts';
 
 /** What a command hands back: the JSON document and the lines for people. */
 export interface CommandOutput {
@@ -28,6 +29,8 @@ export interface CommandContext {
   logger: Logger;
   /** Writes to stdout (used only by long-running commands such as serve). */
   stdout: (s: string) => void;
+  /** Writes progress for people to stderr. */
+  stderr: (s: string) => void;
 }
 
 interface Command {
@@ -61,6 +64,12 @@ const COMMANDS: Record<string, Command> = {
       '[--align raw|mesh] [--protocol loo|frontal-gallery] [--distractors DIR] [--out DIR]',
     flags: { ...COMMON, ...ENGINE_FLAGS, ...BENCH_FLAGS },
     run: benchCommand,
+  },
+  train: {
+    summary:
+      'reidb train --layout folder ROOT --out FILE [--val-share 0.2] [--epochs N] [--cache FILE]',
+    flags: { ...COMMON, ...ENGINE_FLAGS, ...TRAIN_FLAGS },
+    run: trainCommand,
   },
   refuse: {
     summary: 'reidb refuse [--db DIR] --fusion FILE|concat|appearance [--geometry-weight W]',
@@ -107,7 +116,7 @@ export async function main(
     const logger = args.flags.verbose
       ? jsonLineLogger(io.stderr, 'debug')
       : jsonLineLogger(io.stderr, 'warn');
-    const out = await command.run({ args, logger, stdout: io.stdout });
+    const out = await command.run({ args, logger, stdout: io.stdout, stderr: io.stderr });
     // A command whose document was already printed (serve prints its address) returns none.
     if (json && out.json !== undefined) io.stdout(JSON.stringify(out.json) + '\n');
     if (!json) io.stdout(out.text.endsWith('\n') ? out.text : out.text + '\n');

@@ -456,6 +456,13 @@ export interface InitGatedFusionOptions {
   gateBias?: number;
   /** MLP widths; default STANDARD_LAYER_SIZES. Other sizes are for tests only. */
   sizes?: FusionLayerSizes;
+  /**
+   * 'glorot' (default): plain Glorot-uniform weights. 'appearance-identity': weights chosen
+   * so that the untrained network returns the appearance embedding itself (see
+   * appearanceIdentityInit), plus Glorot noise scaled by `noise` (default 0.01).
+   */
+  init?: 'glorot' | 'appearance-identity';
+  noise?: number;
 }
 
 /**
@@ -495,7 +502,7 @@ export function initGatedFusionParams(
   // Layers in a fixed order, so a seed always gives the same weights.
   const next = uniformGenerator(seed);
   const { gate: g, fc1, fc2, fc3 } = shapes.layers;
-  return {
+  const params: GatedFusionParams = {
     appearanceDim,
     geometryDim,
     geometryMean: stats.mean,
@@ -505,4 +512,54 @@ export function initGatedFusionParams(
     fc2: glorotLayer(fc2.inputs, fc2.outputs, 0, next),
     fc3: glorotLayer(fc3.inputs, fc3.outputs, 0, next),
   };
+  if (options.init === 'appearance-identity') {
+    appearanceIdentityInit(params, options.noise ?? 0.01);
+  }
+  return params;
+}
+
+/** Whether appearanceIdentityInit fits these widths (it needs 2 A hidden units and A outputs). */
+export function canInitAsAppearanceIdentity(
+  appearanceDim: number,
+  sizes: FusionLayerSizes = STANDARD_LAYER_SIZES,
+): boolean {
+  const a = appearanceDim;
+  return sizes.hidden1 >= 2 * a && sizes.hidden2 >= 2 * a && sizes.output >= a;
+}
+
+/**
+ * Rewrites Glorot-initialised parameters in place so that the untrained fusion returns the
+ * appearance embedding: FC1 splits each appearance value a_i into relu(a_i) and relu(-a_i)
+ * (units i and A + i), FC2 passes both through, FC3 subtracts them, so h = gate * a before
+ * the final L2 normalisation removes the gate's near-uniform scale (the gate's weights are
+ * shrunk to `noise` so that it starts open at sigmoid(bias) for every feature). Every other
+ * weight, geometry's included, keeps `noise` times its Glorot value, so training starts at
+ * appearance-only accuracy and can only move away from it where that lowers the loss. The
+ * parameter counts are METHOD.md's; only the starting point differs.
+ */
+function appearanceIdentityInit(params: GatedFusionParams, noise: number): void {
+  const a = params.appearanceDim;
+  const sizes = { hidden1: params.fc1.outputs, hidden2: params.fc2.outputs, output: params.fc3.outputs };
+  if (!canInitAsAppearanceIdentity(a, sizes)) {
+    throw invalid(
+      `appearance-identity init needs hidden widths >= ${2 * a} and output >= ${a}; ` +
+        `these are ${sizes.hidden1}/${sizes.hidden2}/${sizes.output}`,
+      'init',
+    );
+  }
+
+  for (const layer of [params.gate, params.fc1, params.fc2, params.fc3]) {
+    for (let i = 0; i < layer.weight.length; i++) layer.weight[i] *= noise;
+  }
+  const set = (layer: DenseLayer, input: number, output: number, value: number): void => {
+    layer.weight[input * layer.outputs + output] += value;
+  };
+  for (let i = 0; i < a; i++) {
+    set(params.fc1, i, i, 1);
+    set(params.fc1, i, a + i, -1);
+    set(params.fc2, i, i, 1);
+    set(params.fc2, a + i, a + i, 1);
+    set(params.fc3, i, i, 1);
+    set(params.fc3, a + i, i, -1);
+  }
 }
