@@ -17,9 +17,10 @@ export interface Upload {
  */
 export async function readUploads(req: Request, maxBytes: number, maxFiles: number): Promise<Upload[]> {
   const type = (req.headers['content-type'] ?? '').toLowerCase();
+  const media = type.split(';')[0].trim();
 
-  if (type.startsWith('multipart/form-data')) return readMultipart(req, maxBytes, maxFiles);
-  if (type.startsWith('image/') || type.startsWith('application/octet-stream')) {
+  if (media === 'multipart/form-data') return readMultipart(req, maxBytes, maxFiles);
+  if (/^image\/[a-z0-9.+-]+$/.test(media) || media === 'application/octet-stream') {
     const buffer = await readRaw(req, maxBytes);
     return [{ buffer, name: 'upload' }];
   }
@@ -73,7 +74,10 @@ function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promis
   return new Promise((resolve, reject) => {
     let parser: busboy.Busboy;
     try {
-      parser = busboy({ headers: req.headers, limits: { fileSize: maxBytes, files: maxFiles } });
+      parser = busboy({
+        headers: req.headers,
+        limits: { fileSize: maxBytes, files: maxFiles, fields: 64, fieldSize: maxBytes },
+      });
     } catch (e) {
       req.resume();
       reject(new ReidbError('invalid_argument', `malformed multipart request: ${(e as Error).message}`));
@@ -86,28 +90,42 @@ function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promis
     const fail = (e: ReidbError): void => {
       if (!failure) failure = e;
     };
+    const malformed = (e: Error): ReidbError =>
+      new ReidbError('invalid_argument', `malformed multipart request: ${e.message}`);
+    // Every byte of the body counts towards the limit, whatever field it belongs to.
+    const count = (n: number): boolean => {
+      total += n;
+      if (total > maxBytes) fail(tooLarge(maxBytes));
+      return failure === null;
+    };
 
     parser.on('file', (field, stream, info) => {
-      if (field !== 'image') {
-        stream.resume();
-        return;
-      }
+      // A part cut off mid-way makes the part's own stream emit 'error'; unheard, it would
+      // be thrown and end the process.
+      stream.on('error', (e: Error) => fail(malformed(e)));
+      const keep = field === 'image';
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => {
-        total += c.length;
-        if (total > maxBytes) fail(tooLarge(maxBytes));
-        else chunks.push(c);
+        if (count(c.length) && keep) chunks.push(c);
       });
       stream.on('limit', () => fail(tooLarge(maxBytes)));
       stream.on('end', () => {
-        uploads.push({ buffer: Buffer.concat(chunks), name: info.filename || `image-${uploads.length + 1}` });
+        if (keep) {
+          uploads.push({ buffer: Buffer.concat(chunks), name: info.filename || `image-${uploads.length + 1}` });
+        }
       });
     });
+    parser.on('field', (_name, value: string) => {
+      count(Buffer.byteLength(value));
+    });
     parser.on('filesLimit', () =>
-      fail(new ReidbError('invalid_argument', `more than ${maxFiles} images in one request`)),
+      fail(new ReidbError('invalid_argument', `more than ${maxFiles} file parts in one request`)),
+    );
+    parser.on('fieldsLimit', () =>
+      fail(new ReidbError('invalid_argument', 'too many form fields in one request')),
     );
     parser.on('error', (e: Error) => {
-      fail(new ReidbError('invalid_argument', `malformed multipart request: ${e.message}`));
+      fail(malformed(e));
       req.unpipe(parser);
       req.resume();
       reject(failure);

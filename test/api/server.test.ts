@@ -107,6 +107,14 @@ test.serial('multipart batch of face, no-face and two-face images answers each',
 });
 
 test.serial('bad uploads get 4xx JSON errors and the server keeps serving', async (t) => {
+  // A file part cut off before its closing boundary, and a 2 MiB text field beside an image.
+  const truncatedPart =
+    '--XB\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n' +
+    'Content-Type: image/jpeg\r\n\r\nabc';
+  const bigTextField =
+    '--XB\r\nContent-Disposition: form-data; name="note"\r\n\r\n' + 'x'.repeat(2 * 1024 * 1024) +
+    '\r\n--XB\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n' +
+    'Content-Type: image/jpeg\r\n\r\nabc\r\n--XB--\r\n';
   const cases: [Promise<Response>, number, string][] = [
     [post('/v1/search', Buffer.from('this is not a picture')), 400, 'not_an_image'],
     [post('/v1/search', Buffer.alloc(0)), 400, 'empty_file'],
@@ -117,6 +125,10 @@ test.serial('bad uploads get 4xx JSON errors and the server keeps serving', asyn
     [post('/v1/search?k=abc', Buffer.from('x')), 400, 'invalid_argument'],
     [post(`/v1/identities/${'x'.repeat(200)}/faces`, Buffer.from('x')), 400, 'invalid_identity'],
     [fetch(`${base}/v1/nothing`), 404, 'not_found'],
+    [post('/v1/search', 'x', 'application/octet-streamfoo'), 415, 'unsupported_media_type'],
+    [post('/v1/search', truncatedPart, 'multipart/form-data; boundary=XB'), 400, 'invalid_argument'],
+    [post('/v1/identities/a/faces', truncatedPart, 'multipart/form-data; boundary=XB'), 400, 'invalid_argument'],
+    [post('/v1/search', bigTextField, 'multipart/form-data; boundary=XB'), 413, 'payload_too_large'],
     [fetch(`${base}/v1/identities/nobody`, { method: 'DELETE' }), 404, 'identity_not_found'],
   ];
   for (const [pending, status, code] of cases) {
