@@ -23,8 +23,11 @@ export type ErrorCode =
   | 'invalid_identity'
   | 'gallery_mismatch'
   | 'gallery_corrupt'
+  | 'gallery_locked'
+  | 'gallery_not_found'
   // requests and arguments
   | 'invalid_argument'
+  | 'port_in_use'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'not_found'
@@ -68,5 +71,13 @@ export function isReidbError(value: unknown): value is ReidbError {
 export function toReidbError(value: unknown, input?: string): ReidbError {
   if (value instanceof ReidbError) return value;
   const message = value instanceof Error ? value.message : String(value);
+  // better-sqlite3 reports a damaged database file with these SQLite result codes.
+  const sqlite = (value as { code?: unknown } | null)?.code;
+  if (typeof sqlite === 'string' && /^SQLITE_(CORRUPT|NOTADB)/.test(sqlite)) {
+    return new ReidbError('gallery_corrupt', `the gallery database is damaged: ${message}`, {
+      input,
+      cause: value,
+    });
+  }
   return new ReidbError('internal', message, { input, cause: value });
 }

@@ -12,8 +12,11 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'identity_not_found':
     case 'not_found':
     case 'file_not_found':
+    case 'gallery_not_found':
       return 404;
     case 'gallery_mismatch':
+    case 'port_in_use':
+    case 'gallery_locked':
       return 409;
     case 'payload_too_large':
     case 'image_too_large':

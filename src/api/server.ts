@@ -132,8 +132,8 @@ function queryString(req: Request, name: string): string | undefined {
 function queryNumber(req: Request, name: string, min: number, max: number): number | undefined {
   const v = queryString(req, name);
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
+  const n = /^-?(\d+\.?\d*|\.\d+)$/.test(v.trim()) ? Number(v) : NaN;
+  if (!Number.isFinite(n) || n < min || n > max) {
     throw new ReidbError('invalid_argument', `${name} must be a number from ${min} to ${max}, got '${v}'`, {
       input: name,
     });

@@ -67,7 +67,7 @@ export function required(args: ParsedArgs, name: string): string {
 export function int(args: ParsedArgs, name: string, min: number, max: number): number | undefined {
   const v = str(args, name);
   if (v === undefined) return undefined;
-  const n = Number(v);
+  const n = /^-?\d+$/.test(v.trim()) ? Number(v) : NaN;
   if (!Number.isInteger(n) || n < min || n > max) {
     throw usage(`--${name} must be an integer from ${min} to ${max}, got '${v}'`, name);
   }
@@ -78,7 +78,7 @@ export function int(args: ParsedArgs, name: string, min: number, max: number): n
 export function num(args: ParsedArgs, name: string, min: number, max: number): number | undefined {
   const v = str(args, name);
   if (v === undefined) return undefined;
-  const n = Number(v);
+  const n = /^-?(\d+\.?\d*|\.\d+)(e-?\d+)?$/i.test(v.trim()) ? Number(v) : NaN;
   if (!Number.isFinite(n) || n < min || n > max) {
     throw usage(`--${name} must be a number from ${min} to ${max}, got '${v}'`, name);
   }

@@ -80,15 +80,16 @@ export async function benchCommand(ctx: CommandContext): Promise<CommandOutput> 
 }
 
 function benchText(r: Record<string, any>, seconds: number, out?: string): string {
-  const pct = (x: number | null | undefined): string => (x == null ? 'n/a' : `${(100 * x).toFixed(1)}%`);
+  const pct = (x: unknown): string =>
+    typeof x === 'number' && Number.isFinite(x) ? `${(100 * x).toFixed(1)}%` : 'n/a';
   const tar = r.tarAtFar ?? {};
   return [
     `queries ${r.queries}, gallery ${r.gallery}, no face ${r.noFace?.count ?? r.noFace}`,
     `Rank-1 ${pct(r.rank1)}  Rank-5 ${pct(r.rank5)}  Rank-10 ${pct(r.rank10)}  mAP ${pct(r.mAP)}`,
     r.auc == null
       ? 'no verification pairs'
-      : `ROC AUC ${r.auc.toFixed(4)}  TAR@FAR 0.1 ${pct(tar['0.1']?.tar ?? tar['0.1'])}  ` +
-        `0.01 ${pct(tar['0.01']?.tar ?? tar['0.01'])}  0.001 ${pct(tar['0.001']?.tar ?? tar['0.001'])}`,
+      : `ROC AUC ${r.auc.toFixed(4)}  TAR@FAR 0.1 ${pct(tar['0.1']?.tar)}  ` +
+        `0.01 ${pct(tar['0.01']?.tar)}  0.001 ${pct(tar['0.001']?.tar)}`,
     `${r.imagesPerSecond?.toFixed?.(1) ?? r.imagesPerSecond} images/s; ${seconds.toFixed(0)} s in all` +
       (out ? `; report in ${out}` : ''),
   ].join('\n');

@@ -8,10 +8,11 @@ import {
 } from '../engine/service.ts';
 import { ReidbError, toReidbError } from '../errors.ts';
 import type { Gallery } from '../gallery/gallery.ts';
+import { validateIdentity } from '../gallery/identity.ts';
 import { jsonLineLogger, type Logger } from '../log.ts';
 import { int, num, parseArgs, required, str, type FlagSpec, type ParsedArgs } from './args.ts';
 import { benchCommand, BENCH_FLAGS } from './bench-command.ts';
-import { EXIT_OK, EXIT_USAGE, exitCodeFor } from './exit-codes.ts';
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitCodeFor } from './exit-codes.ts';
 import { keepFusionModel, openCliGallery } from './gallery-location.ts';
 import { ENGINE_FLAGS, engineOptions } from './options.ts';
 import { refuseCommand, REFUSE_FLAGS } from './refuse-command.ts';
@@ -22,6 +23,8 @@ import { trainCommand, TRAIN_FLAGS } from './train-command.ts';
 export interface CommandOutput {
   json: unknown;
   text: string;
+  /** Exit code when not 0: a batch in which nothing succeeded ends 1, its report printed. */
+  exitCode?: number;
 }
 
 export interface CommandContext {
@@ -120,7 +123,7 @@ export async function main(
     // A command whose document was already printed (serve prints its address) returns none.
     if (json && out.json !== undefined) io.stdout(JSON.stringify(out.json) + '\n');
     if (!json) io.stdout(out.text.endsWith('\n') ? out.text : out.text + '\n');
-    return EXIT_OK;
+    return out.exitCode ?? EXIT_OK;
   } catch (e) {
     const err = toReidbError(e);
     return fail(io, json, err.code, err.message, exitCodeFor(err.code), err.input);
@@ -151,12 +154,27 @@ function helpText(): string {
   );
 }
 
-/** Opens the gallery and an engine that matches how it was built. */
-async function openBoth(ctx: CommandContext): Promise<{ gallery: Gallery; engine: Engine }> {
-  const gallery = await openCliGallery(ctx);
+/**
+ * Opens the gallery and an engine that matches how it was built. For a search the gallery
+ * must exist, and an engine whose vectors differ from the gallery's (alignment, embedder,
+ * fusion) is refused before any image is read.
+ */
+async function openBoth(
+  ctx: CommandContext,
+  purpose: 'enrol' | 'search',
+): Promise<{ gallery: Gallery; engine: Engine }> {
+  const gallery = await openCliGallery(ctx, { mustExist: purpose === 'search' });
   try {
     const options = engineOptions(ctx.args, ctx.logger, gallery.config(), gallery.dir);
     const engine = await createEngine(options);
+    if (purpose === 'search' && gallery.config() !== null) {
+      try {
+        gallery.ensureConfig(engine.identity);
+      } catch (e) {
+        await engine.close();
+        throw e;
+      }
+    }
     keepFusionModel(gallery, engine, options.pipeline?.fusionModel);
     return { gallery, engine };
   } catch (e) {
@@ -181,13 +199,14 @@ async function enrollCommand(ctx: CommandContext): Promise<CommandOutput> {
     listed = found.skipped;
   } else if (identity !== undefined) {
     if (args.positionals.length === 0) throw usageError('--identity ID needs at least one FILE');
+    validateIdentityArg(identity);
     const camera = str(args, 'camera');
     items = args.positionals.map((file) => ({ identity, image: { file }, camera }));
   } else {
     throw usageError('enroll needs --layout folder ROOT or --identity ID FILE...');
   }
 
-  const { gallery, engine } = await openBoth(ctx);
+  const { gallery, engine } = await openBoth(ctx, 'enrol');
   try {
     const report = await enrolImages(engine, gallery, items);
     const skipped = [...listed, ...report.skipped];
@@ -196,7 +215,7 @@ async function enrollCommand(ctx: CommandContext): Promise<CommandOutput> {
       `enrolled ${report.enrolled.length} face(s) for ${report.identities.length} identity(ies); ` +
         `gallery now holds ${stats.faces} face(s) of ${stats.identities} identity(ies)`,
       ...report.enrolled.filter((e) => e.note).map((e) => `  ${e.file}: ${e.note}`),
-      ...skipped.map((s) => `  skipped ${s.file}: ${s.message} [${s.code}]`),
+      ...skipped.map((s) => `  skipped: ${s.message} [${s.code}]`),
     ].join('\n');
     return {
       json: {
@@ -207,6 +226,7 @@ async function enrollCommand(ctx: CommandContext): Promise<CommandOutput> {
         gallery: { identities: stats.identities, faces: stats.faces },
       },
       text,
+      exitCode: report.enrolled.length === 0 && skipped.length > 0 ? EXIT_FAILURE : undefined,
     };
   } finally {
     await engine.close();
@@ -220,7 +240,7 @@ async function searchCommand(ctx: CommandContext): Promise<CommandOutput> {
   const k = int(args, 'top-k', 1, 1000) ?? 5;
   const minScore = num(args, 'min-score', -1, 1);
 
-  const { gallery, engine } = await openBoth(ctx);
+  const { gallery, engine } = await openBoth(ctx, 'search');
   try {
     const results: (SearchReport | { file: string; error: { code: string; message: string } })[] =
       await Promise.all(
@@ -236,7 +256,8 @@ async function searchCommand(ctx: CommandContext): Promise<CommandOutput> {
 
     const text = results.map(searchText).join('\n');
     const json = results.length === 1 ? results[0] : { results };
-    return { json, text };
+    const failedAll = results.every((r) => 'error' in r);
+    return { json, text, exitCode: failedAll ? EXIT_FAILURE : undefined };
   } finally {
     await engine.close();
     gallery.close();
@@ -262,8 +283,8 @@ function searchText(r: SearchReport | { file: string; error: { code: string; mes
 }
 
 async function eraseCommand(ctx: CommandContext): Promise<CommandOutput> {
-  const identity = required(ctx.args, 'identity');
-  const gallery = await openCliGallery(ctx);
+  const identity = validateIdentityArg(required(ctx.args, 'identity'));
+  const gallery = await openCliGallery(ctx, { mustExist: true });
   try {
     const result = gallery.erase(identity);
     return {
@@ -272,6 +293,16 @@ async function eraseCommand(ctx: CommandContext): Promise<CommandOutput> {
     };
   } finally {
     gallery.close();
+  }
+}
+
+/** An identity given on the command line; a bad one is a usage error (exit 2). */
+function validateIdentityArg(identity: string): string {
+  try {
+    return validateIdentity(identity);
+  } catch (e) {
+    const err = e as ReidbError;
+    throw new ReidbError('invalid_argument', `--identity: ${err.message}`, { input: '--identity' });
   }
 }
 

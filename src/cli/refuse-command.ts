@@ -21,7 +21,7 @@ export const REFUSE_FLAGS: FlagSpec = { db: true, fusion: true, 'geometry-weight
 export async function refuseCommand(ctx: CommandContext): Promise<CommandOutput> {
   const target = required(ctx.args, 'fusion');
   const weight = num(ctx.args, 'geometry-weight', 0, 1);
-  const gallery = await openCliGallery(ctx);
+  const gallery = await openCliGallery(ctx, { mustExist: true });
   try {
     const config = gallery.config();
     if (config === null) {

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 
 import { createApp, listen } from '../api/server.ts';
+import { ReidbError } from '../errors.ts';
 import { createEngine } from '../engine/pool.ts';
 import { int, str, type FlagSpec } from './args.ts';
 import { keepFusionModel, openCliGallery } from './gallery-location.ts';
@@ -27,7 +28,20 @@ export async function serveCommand(ctx: CommandContext): Promise<CommandOutput> 
   });
   keepFusionModel(gallery, engine, options.pipeline?.fusionModel);
   const app = createApp({ engine, gallery, logger, maxUploadBytes: maxMb * 1024 * 1024 });
-  const server = await listen(app, port, host);
+  let server;
+  try {
+    server = await listen(app, port, host);
+  } catch (e) {
+    await engine.close();
+    gallery.close();
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES') {
+      throw new ReidbError('port_in_use', `cannot listen on ${host}:${port}: ${(e as Error).message}`, {
+        input: `${host}:${port}`,
+      });
+    }
+    throw e;
+  }
 
   const address = server.address();
   const bound = typeof address === 'object' && address ? address.port : port;

@@ -2,7 +2,7 @@ import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { ReidbError, toReidbError } from '../errors.ts';
-import type { EnrolFace, Gallery, Match } from '../gallery/gallery.ts';
+import { MAX_FACES_PER_ENROLMENT, MAX_K, type EnrolFace, type Gallery, type Match } from '../gallery/gallery.ts';
 import { validateIdentity } from '../gallery/identity.ts';
 import type { Box, FaceFeatures } from '../types.ts';
 import type { Engine, EngineResult } from './pool.ts';
@@ -130,32 +130,45 @@ export async function enrolImages(
     byIdentity.set(r.item.identity, list);
   }
 
+  // One transaction per identity and chunk: the gallery takes at most MAX_FACES_PER_ENROLMENT
+  // faces a call, and a failure of one identity is reported without losing the others.
   const enrolled: EnrolledFace[] = [];
   for (const [identity, list] of byIdentity) {
-    const { faceIds } = gallery.enrol(
-      identity,
-      list.map((r) => toEnrolFace(r.face, r.item)),
-    );
-    list.forEach((r, i) => {
-      enrolled.push({
-        file: inputName(r.item.image),
-        identity,
-        faceId: faceIds[i],
-        box: r.face.detection.box,
-        quality: r.face.quality,
-        ...(r.note ? { note: r.note } : {}),
+    for (let start = 0; start < list.length; start += MAX_FACES_PER_ENROLMENT) {
+      const chunk = list.slice(start, start + MAX_FACES_PER_ENROLMENT);
+      let faceIds: number[];
+      try {
+        faceIds = gallery.enrol(identity, chunk.map((r) => toEnrolFace(r.face, r.item))).faceIds;
+      } catch (e) {
+        const err = toReidbError(e, identity);
+        for (const r of chunk) {
+          skipped.push({ file: inputName(r.item.image), code: err.code, message: `${identity}: ${err.message}` });
+        }
+        continue;
+      }
+      chunk.forEach((r, i) => {
+        enrolled.push({
+          file: inputName(r.item.image),
+          identity,
+          faceId: faceIds[i],
+          box: r.face.detection.box,
+          quality: r.face.quality,
+          ...(r.note ? { note: r.note } : {}),
+        });
       });
-    });
+    }
   }
   gallery.flush();
 
-  return { enrolled, identities: [...byIdentity.keys()], skipped };
+  const identities = [...new Set(enrolled.map((e) => e.identity))];
+  return { enrolled, identities, skipped };
 }
 
 /**
- * Lists a folder layout ROOT/<identity>/<image> as enrolment items. Every regular file is
- * offered (the engine refuses non-images with a code); files directly under ROOT and
- * unreadable entries are reported in `skipped`.
+ * Lists a folder layout ROOT/<identity>/<image> as enrolment items. Every regular file in an
+ * identity folder is offered (the engine refuses non-images with a code); anything else
+ * (files directly under ROOT, sub-folders, broken or looping links, pipes and devices) is
+ * reported in `skipped` with the reason, so one odd entry never stops the batch.
  */
 export function listFolderLayout(root: string): { items: EnrolItem[]; skipped: Skipped[] } {
   let entries: string[];
@@ -167,22 +180,50 @@ export function listFolderLayout(root: string): { items: EnrolItem[]; skipped: S
 
   const items: EnrolItem[] = [];
   const skipped: Skipped[] = [];
+  const skip = (file: string, code: string, message: string): void => {
+    skipped.push({ file, code, message: `${file}: ${message}` });
+  };
+
   for (const entry of entries) {
     const dir = path.join(root, entry);
-    if (!statSync(dir).isDirectory()) {
-      skipped.push({
-        file: dir,
-        code: 'invalid_argument',
-        message: `${dir}: not inside an identity folder (layout is ROOT/<identity>/<image>)`,
-      });
+    const kind = entryKind(dir);
+    if (kind !== 'directory') {
+      if (kind === 'file') skip(dir, 'invalid_argument', 'not inside an identity folder (layout is ROOT/<identity>/<image>)');
+      else skip(dir, 'not_an_image', kind);
       continue;
     }
-    for (const file of readdirSync(dir).sort()) {
+
+    let files: string[];
+    try {
+      files = readdirSync(dir).sort();
+    } catch (cause) {
+      skip(dir, 'file_not_found', `cannot read the folder (${(cause as Error).message})`);
+      continue;
+    }
+    for (const file of files) {
       const full = path.join(dir, file);
-      if (statSync(full).isFile()) items.push({ identity: entry, image: { file: full } });
+      const fileKind = entryKind(full);
+      if (fileKind === 'file') items.push({ identity: entry, image: { file: full } });
+      else if (fileKind === 'directory') skip(full, 'invalid_argument', 'a folder inside an identity folder is not read');
+      else skip(full, 'not_an_image', fileKind);
     }
   }
   return { items, skipped };
+}
+
+/** 'file', 'directory', or why the entry is neither (broken link, link loop, pipe, ...). */
+function entryKind(file: string): string {
+  try {
+    const stat = statSync(file);
+    if (stat.isFile()) return 'file';
+    if (stat.isDirectory()) return 'directory';
+    return 'not a regular file (pipe, socket or device)';
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'a link to a file that does not exist';
+    if (code === 'ELOOP') return 'a link that loops';
+    return `cannot be read (${code ?? (e as Error).message})`;
+  }
 }
 
 /**
@@ -227,17 +268,27 @@ export async function searchImage(
   return report;
 }
 
-/** Top-k identities for a vector: asks the index for more faces and keeps each identity's best. */
+/**
+ * Top-k identities for a vector, each with its best face. The index returns faces, and one
+ * identity may hold many near the probe (frames of one video), so the request widens until
+ * k identities are found or the whole gallery has been seen.
+ */
 function bestPerIdentity(gallery: Gallery, vector: Float32Array, k: number, minScore?: number): Match[] {
-  const wanted = Math.min(1000, Math.max(k * 4, k + 20));
-  const matches = gallery.search(vector, wanted, minScore);
-  const seen = new Set<string>();
-  const out: Match[] = [];
-  for (const m of matches) {
-    if (seen.has(m.identity)) continue;
-    seen.add(m.identity);
-    out.push(m);
-    if (out.length === k) break;
+  const total = gallery.stats().faces;
+  let wanted = Math.min(MAX_K, Math.max(k * 4, k + 20));
+  for (;;) {
+    const matches = gallery.search(vector, Math.min(wanted, MAX_K), minScore);
+    const seen = new Set<string>();
+    const out: Match[] = [];
+    for (const m of matches) {
+      if (seen.has(m.identity)) continue;
+      seen.add(m.identity);
+      out.push(m);
+      if (out.length === k) return out;
+    }
+    if (matches.length < Math.min(wanted, MAX_K) || wanted >= total) return out;
+    if (wanted >= MAX_K) return gallery.searchIdentitiesExact(vector, k, minScore);
+    wanted *= 4;
   }
-  return out;
 }
+

@@ -1,9 +1,10 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 
 import { ReidbError } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { validateIdentity } from './identity.ts';
+import { acquireGalleryLock } from './lock.ts';
 import {
   GalleryStore,
   type EnrolFace,
@@ -78,6 +79,8 @@ export interface OpenGalleryOptions {
    * them in the repository's indexes/ folder. Erasure rewrites the files wherever they are.
    */
   indexDir?: string;
+  /** When true, a directory without a gallery is gallery_not_found instead of a new gallery. */
+  mustExist?: boolean;
 }
 
 /**
@@ -97,31 +100,51 @@ export async function openGallery(dir: string, options: OpenGalleryOptions = {})
   }
 
   const indexDir = options.indexDir ?? dir;
-  mkdirSync(dir, { recursive: true });
-  mkdirSync(indexDir, { recursive: true });
-  const leftovers = removeTemporaryIndexFiles(indexDir);
-  if (leftovers.length > 0) logger.warn('removed unfinished index files', { files: leftovers });
+  if (options.mustExist && !existsSync(path.join(dir, DATABASE_FILE))) {
+    throw new ReidbError('gallery_not_found', `no gallery at ${dir} (no ${DATABASE_FILE} there)`, {
+      input: dir,
+    });
+  }
+  for (const folder of new Set([dir, indexDir])) {
+    try {
+      mkdirSync(folder, { recursive: true });
+    } catch (cause) {
+      throw new ReidbError('invalid_argument', `cannot use ${folder} as a gallery folder: ${(cause as Error).message}`, {
+        input: folder,
+        cause,
+      });
+    }
+  }
 
-  const store = GalleryStore.open(path.join(dir, DATABASE_FILE), {
-    migrationsDir: options.migrationsDir,
-    logger,
-  });
+  const lock = acquireGalleryLock(dir);
+  let store: GalleryStore | null = null;
   try {
+    const leftovers = removeTemporaryIndexFiles(indexDir);
+    if (leftovers.length > 0) logger.warn('removed unfinished index files', { files: leftovers });
+
+    store = GalleryStore.open(path.join(dir, DATABASE_FILE), {
+      migrationsDir: options.migrationsDir,
+      logger,
+    });
     const gallery = new Gallery(dir, store, {
       indexDir,
       logger,
       saveDelayMs: options.saveDelayMs ?? 1000,
       index: { ...options.index, efSearch },
+      release: lock.release,
     });
     if (options.config !== undefined) gallery.ensureConfig(options.config);
     return gallery;
   } catch (error) {
-    store.close();
+    store?.close();
+    lock.release();
     throw error;
   }
 }
 
 interface GalleryOptions {
+  /** Releases the directory's lock; called once by close(). */
+  release: () => void;
   indexDir: string;
   logger: Logger;
   saveDelayMs: number;
@@ -279,6 +302,31 @@ export class Gallery {
     return best.map((top) => top.sorted());
   }
 
+  /**
+   * The k identities closest to `vector` by exact cosine similarity, each with its best face,
+   * best first, keeping only those scoring at least `minScore`. One pass over every face: the
+   * fallback when the approximate index's top faces all belong to a few identities.
+   */
+  searchIdentitiesExact(vector: Float32Array, k: number, minScore = -1): Match[] {
+    this.assertOpen();
+    this.validateQuery(vector, k, minScore);
+    const query = normalised(vector);
+    const best = new Map<string, Match>();
+
+    const gallery = new Float32Array(query.length);
+    const bytes = new Uint8Array(gallery.buffer);
+    for (const row of this.store.labelledFusedVectors()) {
+      if (row.fused.byteLength !== bytes.byteLength) continue;
+      bytes.set(row.fused);
+      const score = Math.max(-1, Math.min(1, dot(query, gallery) / (Math.hypot(...gallery) || 1)));
+      const held = best.get(row.identity);
+      if (score >= minScore && (held === undefined || score > held.score)) {
+        best.set(row.identity, { identity: row.identity, faceId: row.faceId, score });
+      }
+    }
+    return [...best.values()].sort(byScore).slice(0, k);
+  }
+
   /** An identity with its faces and metadata (never vectors); identity_not_found if absent. */
   getIdentity(identity: string): IdentityRecord {
     this.assertOpen();
@@ -377,7 +425,11 @@ export class Gallery {
     } finally {
       this.closed = true;
       if (this.saveTimer !== null) clearTimeout(this.saveTimer);
-      this.store.close();
+      try {
+        this.store.close();
+      } finally {
+        this.options.release();
+      }
     }
   }
 

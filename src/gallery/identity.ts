@@ -3,8 +3,12 @@ import { ReidbError } from '../errors.ts';
 /** Longest identity label accepted, in UTF-16 code units (JavaScript string length). */
 export const MAX_IDENTITY_LENGTH = 128;
 
-// C0 controls, DEL and C1 controls. Other Unicode (letters, marks, emoji) is allowed.
+// C0 controls, DEL and C1 controls. Other Unicode (letters, marks, emoji) is allowed, but see
+// BIDI_CONTROL and the white-space rule below.
 const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/u;
+
+// Bidirectional overrides and isolates can make a label display as another one.
+const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069\u200e\u200f]/u;
 
 // A surrogate without its partner cannot be stored as UTF-8; SQLite would replace it.
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
@@ -42,6 +46,23 @@ export function validateIdentity(identity: unknown): string {
     throw new ReidbError(
       'invalid_identity',
       `identity contains the control character U+${code} at position ${control.index}`,
+      { input: identity },
+    );
+  }
+
+  if (identity.trim().length === 0) {
+    throw new ReidbError('invalid_identity', 'identity must not be only white space', {
+      input: identity,
+    });
+  }
+
+  const bidi = BIDI_CONTROL.exec(identity);
+  if (bidi !== null) {
+    const code = bidi[0].codePointAt(0)!.toString(16).padStart(4, '0');
+    throw new ReidbError(
+      'invalid_identity',
+      `identity contains the bidirectional control U+${code} at position ${bidi.index}, ` +
+        'which can make it display as another label',
       { input: identity },
     );
   }

@@ -1,5 +1,15 @@
-import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +18,7 @@ import Database from 'better-sqlite3';
 import sharp from 'sharp';
 import test from 'ava';
 
+import { openGallery } from '../../src/gallery/gallery.ts';
 import { hasData } from '../helpers/data.ts';
 import { lfw } from '../helpers/images.ts';
 
@@ -52,6 +63,10 @@ test('enrol a folder with bad files, search, erase, and find no trace of the era
   writeFileSync(path.join(root, A, 'notes.jpg'), 'this is a text file, not a photo\n');
   writeFileSync(path.join(root, A, '.DS_Store'), Buffer.from([0, 0, 0, 1, 0x42, 0x75, 0x64, 0x31, 0, 0]));
   writeFileSync(path.join(root, B, 'webp-named.jpg'), await sharp(lfw(B, 4)).webp().toBuffer());
+  symlinkSync(path.join(work, 'nowhere.jpg'), path.join(root, B, 'dangling.jpg'));
+  symlinkSync(path.join(root, C, 'loop.jpg'), path.join(root, C, 'loop.jpg'));
+  mkdirSync(path.join(root, C, 'nested'));
+  execFileSync('mkfifo', [path.join(root, C, 'fifo.jpg')]);
 
   const enrol = await reidb(['enroll', '--db', db, '--layout', 'folder', root]);
   t.is(enrol.code, 0, enrol.stderr);
@@ -64,7 +79,16 @@ test('enrol a folder with bad files, search, erase, and find no trace of the era
     'truncated.jpg': 'corrupt_image',
     'notes.jpg': 'not_an_image',
     '.DS_Store': 'not_an_image',
+    'dangling.jpg': 'not_an_image',
+    'loop.jpg': 'not_an_image',
+    nested: 'invalid_argument',
+    'fifo.jpg': 'not_an_image',
   });
+
+  const raw = await reidb(['search', '--db', db, '--align', 'raw', path.join(root, A, '1.jpg')]);
+  t.is(raw.code, 1);
+  t.is(raw.json.error.code, 'gallery_mismatch');
+  t.regex(raw.json.error.message, /alignMode is 'mesh' in the gallery but 'raw' here/);
 
   const probe = path.join(work, 'probe.jpg');
   writeFileSync(probe, lfw(A, 6));
@@ -112,6 +136,7 @@ test('enrol a folder with bad files, search, erase, and find no trace of the era
 test('search of a missing file and a no-face image exits 0 with a reason for each', async (t) => {
   const work = mkdtempSync(path.join(os.tmpdir(), 'reidb-e2e-'));
   t.teardown(() => rmSync(work, { recursive: true, force: true }));
+  (await openGallery(path.join(work, 'g'))).close();
   const blank = path.join(work, 'blank.png');
   await sharp({ create: { width: 200, height: 160, channels: 3, background: '#88aacc' } })
     .png()
@@ -122,4 +147,25 @@ test('search of a missing file and a no-face image exits 0 with a reason for eac
   t.is(r.json.results[0].faces.length, 0);
   t.regex(r.json.results[0].reason, /no face detected in the 200x160 image/);
   t.is(r.json.results[1].error.code, 'file_not_found');
+});
+
+test('search of a gallery that does not exist is gallery_not_found and creates nothing', async (t) => {
+  const work = mkdtempSync(path.join(os.tmpdir(), 'reidb-e2e-'));
+  t.teardown(() => rmSync(work, { recursive: true, force: true }));
+  const r = await reidb(['search', '--db', path.join(work, 'typo'), path.join(work, 'x.jpg')]);
+  t.is(r.code, 1);
+  t.is(r.json.error.code, 'gallery_not_found');
+  t.false(existsSync(path.join(work, 'typo')));
+});
+
+test('a gallery held open by another process is refused with gallery_locked', async (t) => {
+  const work = mkdtempSync(path.join(os.tmpdir(), 'reidb-e2e-'));
+  t.teardown(() => rmSync(work, { recursive: true, force: true }));
+  const held = await openGallery(path.join(work, 'g'));
+  t.teardown(() => held.close());
+
+  const r = await reidb(['erase', '--db', path.join(work, 'g'), '--identity', 'someone']);
+  t.is(r.code, 1);
+  t.is(r.json.error.code, 'gallery_locked');
+  t.regex(r.json.error.message, new RegExp(`process ${process.pid}`));
 });

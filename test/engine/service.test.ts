@@ -1,0 +1,115 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import test from 'ava';
+
+import type { Analysis } from '../../src/engine/pipeline.ts';
+import type { Engine } from '../../src/engine/pool.ts';
+import { enrolImages, searchImage } from '../../src/engine/service.ts';
+import { openGallery } from '../../src/gallery/gallery.ts';
+
+const DIM = 16;
+const IDENTITY = {
+  embedderId: 'fake',
+  appearanceDim: DIM,
+  fusionId: 'appearance-v1',
+  fusedDim: DIM,
+  alignMode: 'mesh' as const,
+};
+
+function unit(values: number[]): Float32Array {
+  const v = Float32Array.from(values);
+  const n = Math.hypot(...v);
+  return v.map((x) => x / n);
+}
+
+/** A vector near the probe direction e0, further away as `spread` grows. */
+function near(spread: number, salt: number): Float32Array {
+  return unit(Array.from({ length: DIM }, (_, i) => (i === 0 ? 1 : spread * Math.sin(salt * 7 + i))));
+}
+
+/** An engine whose every image holds one face with the vector named by the image. */
+function fakeEngine(vectors: Map<string, Float32Array>): Engine {
+  const analyse = async (name: string) => {
+    const v = vectors.get(name)!;
+    const analysis: Analysis = {
+      faces: [
+        {
+          detection: { box: { x: 0, y: 0, width: 100, height: 100 }, keypoints: [], score: 0.9 },
+          mesh: { landmarks: new Float32Array(468 * 3), score: 1 },
+          pose: { yaw: 0, pitch: 0, roll: 0 },
+          quality: 0.9,
+          appearance: v,
+          geometry: new Float32Array(126).fill(0.5),
+          fused: v,
+        },
+      ],
+      rejected: [],
+      width: 100,
+      height: 100,
+      stageMs: {},
+    };
+    return { analysis, decodeMs: 0 };
+  };
+  return {
+    identity: IDENTITY,
+    detectorId: 'fake',
+    meshId: 'fake',
+    workers: 1,
+    analyseFile: analyse,
+    analyseBuffer: (_b, name) => analyse(name),
+    close: async () => {},
+  };
+}
+
+test('top-k names k identities even when one identity holds every nearby face', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'reidb-service-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const gallery = await openGallery(dir);
+  t.teardown(() => gallery.close());
+
+  // 60 faces of "frames" very close to the probe, then five other people further away.
+  const vectors = new Map<string, Float32Array>([['probe', near(0, 0)]]);
+  const items = [];
+  for (let i = 0; i < 60; i++) {
+    vectors.set(`frame-${i}`, near(0.01, i));
+    items.push({ identity: 'frames', image: { file: `frame-${i}` } });
+  }
+  for (let i = 0; i < 5; i++) {
+    vectors.set(`other-${i}`, near(0.5 + i * 0.1, 100 + i));
+    items.push({ identity: `person-${i}`, image: { file: `other-${i}` } });
+  }
+  const engine = fakeEngine(vectors);
+  const report = await enrolImages(engine, gallery, items);
+  t.is(report.enrolled.length, 65);
+
+  const result = await searchImage(engine, gallery, { file: 'probe' }, { k: 4 });
+  const names = result.faces[0].matches.map((m) => m.identity);
+  t.deepEqual(names, ['frames', 'person-0', 'person-1', 'person-2']);
+
+  const filtered = await searchImage(engine, gallery, { file: 'probe' }, { k: 4, minScore: 0.95 });
+  t.deepEqual(
+    filtered.faces[0].matches.map((m) => m.identity),
+    ['frames'],
+  );
+});
+
+test('an identity with more faces than one transaction takes is enrolled in chunks', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'reidb-service-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const gallery = await openGallery(dir);
+  t.teardown(() => gallery.close());
+
+  const vectors = new Map<string, Float32Array>();
+  const items = [];
+  for (let i = 0; i < 1005; i++) {
+    vectors.set(`f${i}`, near(0.3, i));
+    items.push({ identity: i < 1003 ? 'many' : 'last', image: { file: `f${i}` } });
+  }
+  const report = await enrolImages(fakeEngine(vectors), gallery, items);
+  t.is(report.enrolled.length, 1005);
+  t.deepEqual(report.skipped, []);
+  t.deepEqual(report.identities.sort(), ['last', 'many']);
+  t.is(gallery.getIdentity('many').faces.length, 1003);
+});
