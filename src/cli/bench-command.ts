@@ -1,14 +1,18 @@
 import path from 'node:path';
 
-import { runBenchmark, type FeatureProvider } from '../bench/run.ts';
+import { runBenchmark, type BenchmarkOptions, type BenchmarkResult, type FeatureProvider } from '../bench/run.ts';
 import { writeReport } from '../bench/report.ts';
-import { createEngine, type Engine } from '../engine/pool.ts';
-import { toReidbError } from '../errors.ts';
+import { createEngine, type Engine, type EngineOptions } from '../engine/pool.ts';
+import { ReidbError, toReidbError } from '../errors.ts';
+import { readFusionModel } from '../features/fusion-model-file.ts';
+import { createConcatFusion, referenceGeometryStats } from '../features/fusion.ts';
+import { buildFusionInput, createGatedFusion, meanGate } from '../features/gated-fusion.ts';
 import { oneOf, required, str, type FlagSpec } from './args.ts';
 import type { CommandContext, CommandOutput } from './main.ts';
 import { engineOptions } from './options.ts';
 
 export const BENCH_FLAGS: FlagSpec = {
+  ablation: false,
   layout: true,
   pairs: true,
   protocol: true,
@@ -18,14 +22,42 @@ export const BENCH_FLAGS: FlagSpec = {
 
 const LAYOUTS = ['folder', 'labels', 'cuhk01', 'cuhk03', 'market1501', 'msmt17'] as const;
 
-/** A FeatureProvider that runs the real face pipeline on the engine's worker threads. */
-export function engineProvider(engine: Engine): FeatureProvider {
+/** A face's features as the ablation re-fuses them. */
+interface RecordedFace {
+  appearance: Float32Array;
+  geometry: Float32Array;
+  yaw: number;
+  pitch: number;
+  roll: number;
+  quality: number;
+}
+
+/**
+ * A FeatureProvider that runs the real face pipeline on the engine's worker threads;
+ * `record`, when given, receives every file's faces (for the ablation's re-fusions).
+ */
+export function engineProvider(
+  engine: Engine,
+  record?: Map<string, RecordedFace[]>,
+): FeatureProvider {
   return {
     embedderId: `${engine.identity.embedderId}+${engine.identity.fusionId}`,
     async *extract(files: string[]) {
       const jobs = files.map((file) =>
         engine.analyseFile(file).then(
-          ({ analysis, decodeMs }) => ({
+          ({ analysis, decodeMs }) => {
+            record?.set(
+              file,
+              analysis.faces.map((f) => ({
+                appearance: f.appearance,
+                geometry: f.geometry,
+                yaw: f.pose.yaw,
+                pitch: f.pose.pitch,
+                roll: f.pose.roll,
+                quality: f.quality,
+              })),
+            );
+            return {
             file,
             faces: analysis.faces.map((f) => ({
               vector: f.fused,
@@ -35,7 +67,8 @@ export function engineProvider(engine: Engine): FeatureProvider {
               quality: f.quality,
             })),
             stageMs: { decode: decodeMs, ...analysis.stageMs },
-          }),
+            };
+          },
           (e: unknown) => {
             const err = toReidbError(e, file);
             return { file, faces: [], error: { code: err.code, message: err.message } };
@@ -52,31 +85,143 @@ export async function benchCommand(ctx: CommandContext): Promise<CommandOutput> 
   const { args, logger } = ctx;
   const layout = oneOf(args, 'layout', LAYOUTS) ?? required(args, 'layout');
   if (args.positionals.length !== 1) {
-    throw toReidbError(new Error('bench needs exactly one dataset ROOT'));
+    throw new ReidbError('invalid_argument', 'bench needs exactly one dataset ROOT');
   }
   const options = engineOptions(args, logger);
   const started = performance.now();
+  const bench = (align: 'mesh' | 'raw'): BenchmarkOptions => ({
+    layout: layout as (typeof LAYOUTS)[number],
+    root: path.resolve(args.positionals[0]),
+    pairs: resolved(str(args, 'pairs')),
+    protocol: oneOf(args, 'protocol', ['loo', 'frontal-gallery'] as const),
+    distractors: resolved(str(args, 'distractors')),
+    align,
+  });
+
+  const align = options.pipeline?.alignMode ?? 'mesh';
+  const recorded = new Map<string, RecordedFace[]>();
+  const result = await withEngine(options, (engine) =>
+    runBenchmark(bench(align), engineProvider(engine, args.flags.ablation ? recorded : undefined), logger),
+  );
+  const json: Record<string, unknown> = { ...result };
+  if (args.flags.ablation) {
+    json.ablation = await ablation(options, bench, recorded, logger, ctx.stderr);
+  }
+
+  const out = str(args, 'out');
+  if (out) writeReport(result, out);
+  const seconds = (performance.now() - started) / 1000;
+  return { json, text: benchText(json, seconds, out) };
+}
+
+async function withEngine<T>(options: EngineOptions, run: (engine: Engine) => Promise<T>): Promise<T> {
   const engine = await createEngine(options);
   try {
-    const result = await runBenchmark(
-      {
-        layout: layout as (typeof LAYOUTS)[number],
-        root: path.resolve(args.positionals[0]),
-        pairs: resolved(str(args, 'pairs')),
-        protocol: oneOf(args, 'protocol', ['loo', 'frontal-gallery'] as const),
-        distractors: resolved(str(args, 'distractors')),
-        align: options.pipeline?.alignMode ?? 'mesh',
-      },
-      engineProvider(engine),
-      logger,
-    );
-    const out = str(args, 'out');
-    if (out) writeReport(result, out);
-    const seconds = (performance.now() - started) / 1000;
-    return { json: result, text: benchText(result, seconds, out) };
+    return await run(engine);
   } finally {
     await engine.close();
   }
+}
+
+/** One row of the ablation table. */
+export interface AblationRow {
+  name: 'raw' | 'aligned' | 'geometry' | 'concat' | 'gated';
+  rank1: number | null;
+  mAP: number | null;
+  tarAtFar: BenchmarkResult['tarAtFar'];
+  auc: number | null;
+  perYaw: BenchmarkResult['perYaw'];
+  perOcclusion: BenchmarkResult['perOcclusion'];
+  /** Mean gate on the appearance and geometry parts of the input (gated row only). */
+  meanGate?: { appearance: number; geometry: number };
+}
+
+/**
+ * The method's ablation on one split: (a) raw box crop, appearance only; (b) mesh-aligned,
+ * appearance only; (c) geometry only; (d) the non-learned concat fusion; (e) the learned
+ * gated fusion (when --fusion names a model file). Rows b-e re-fuse the features recorded in
+ * the main run, so each image goes through the mesh pipeline once and the raw one once.
+ */
+async function ablation(
+  options: EngineOptions,
+  bench: (align: 'mesh' | 'raw') => BenchmarkOptions,
+  recorded: Map<string, RecordedFace[]>,
+  logger: CommandContext['logger'],
+  progress: (s: string) => void,
+): Promise<AblationRow[]> {
+  const rows: AblationRow[] = [];
+  const row = (name: AblationRow['name'], r: BenchmarkResult, meanGate?: AblationRow['meanGate']) =>
+    rows.push({
+      name,
+      rank1: r.rank1,
+      mAP: r.mAP,
+      tarAtFar: r.tarAtFar,
+      auc: r.auc,
+      perYaw: r.perYaw,
+      perOcclusion: r.perOcclusion,
+      ...(meanGate ? { meanGate } : {}),
+    });
+
+  progress('ablation: raw box crops, appearance only\n');
+  const rawOptions: EngineOptions = {
+    ...options,
+    pipeline: { ...options.pipeline, alignMode: 'raw', fusion: 'appearance', fusionModel: undefined },
+  };
+  row('raw', await withEngine(rawOptions, (engine) => runBenchmark(bench('raw'), engineProvider(engine), logger)));
+
+  const stats = referenceGeometryStats();
+  const appearanceDim = [...recorded.values()].find((f) => f.length > 0)?.[0].appearance.length ?? 128;
+  const fusions: [AblationRow['name'], (f: RecordedFace) => Float32Array][] = [
+    ['aligned', (f) => unitVector(f.appearance)],
+    ['geometry', (f) => unitVector(f.geometry.map((v, i) => (v - stats.mean[i]) / stats.std[i]))],
+  ];
+  const concat = createConcatFusion({ appearanceDim });
+  fusions.push(['concat', (f) => concat.fuse(f.appearance, f.geometry)]);
+  for (const [name, fuse] of fusions) {
+    progress(`ablation: ${name}\n`);
+    row(name, await runBenchmark(bench('mesh'), recordedProvider(recorded, fuse), logger));
+  }
+
+  const modelFile = options.pipeline?.fusionModel;
+  if (modelFile) {
+    progress('ablation: gated\n');
+    const model = readFusionModel(modelFile, { appearanceDim });
+    const gated = createGatedFusion(model);
+    const inputs = [...recorded.values()].flatMap((faces) =>
+      faces.slice(0, 1).map((f) => buildFusionInput(model.params, f.appearance, f.geometry)),
+    );
+    const r = await runBenchmark(bench('mesh'), recordedProvider(recorded, (f) => gated.fuse(f.appearance, f.geometry)), logger);
+    row('gated', r, meanGate(model.params, inputs));
+  }
+  return rows;
+}
+
+/** A FeatureProvider over features recorded earlier, with another fusion applied. */
+function recordedProvider(
+  recorded: Map<string, RecordedFace[]>,
+  fuse: (face: RecordedFace) => Float32Array,
+): FeatureProvider {
+  return {
+    embedderId: 'recorded',
+    async *extract(files: string[]) {
+      for (const file of files) {
+        const faces = recorded.get(file);
+        if (faces === undefined) {
+          yield { file, faces: [], error: { code: 'internal', message: `${file}: not in the main run` } };
+          continue;
+        }
+        yield {
+          file,
+          faces: faces.map((f) => ({ vector: fuse(f), yaw: f.yaw, pitch: f.pitch, roll: f.roll, quality: f.quality })),
+        };
+      }
+    },
+  };
+}
+
+function unitVector(v: Float32Array): Float32Array {
+  const n = Math.hypot(...v) || 1;
+  return v.map((x) => x / n);
 }
 
 function benchText(r: Record<string, any>, seconds: number, out?: string): string {
@@ -92,6 +237,12 @@ function benchText(r: Record<string, any>, seconds: number, out?: string): strin
         `0.01 ${pct(tar['0.01']?.tar)}  0.001 ${pct(tar['0.001']?.tar)}`,
     `${r.imagesPerSecond?.toFixed?.(1) ?? r.imagesPerSecond} images/s; ${seconds.toFixed(0)} s in all` +
       (out ? `; report in ${out}` : ''),
+    ...((r.ablation as AblationRow[] | undefined) ?? []).map(
+      (a) =>
+        `  ablation ${a.name.padEnd(8)} Rank-1 ${pct(a.rank1)}  mAP ${pct(a.mAP)}  ` +
+        `TAR@FAR 0.01 ${pct(a.tarAtFar?.['0.01']?.tar)}` +
+        (a.meanGate ? `  mean gate: appearance ${a.meanGate.appearance.toFixed(3)}, geometry ${a.meanGate.geometry.toFixed(3)}` : ''),
+    ),
   ].join('\n');
 }
 
