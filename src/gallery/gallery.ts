@@ -295,7 +295,8 @@ export class Gallery {
       bytes.set(row.fused);
       const norm = Math.hypot(...gallery) || 1;
       for (let q = 0; q < queries.length; q++) {
-        best[q]!.offer(row.faceId, row.identity, dot(queries[q]!, gallery) / norm);
+        const score = Math.max(-1, Math.min(1, dot(queries[q]!, gallery) / norm));
+        best[q]!.offer(row.faceId, row.identity, score);
       }
     }
 
