@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-runs every benchmark whose figures the README quotes, writing JSON and reports to OUT
-# (default out/bench). Takes about 20 minutes on a 2-core machine.
+# (default out/bench). Takes about 35 minutes on a 2-core machine.
 #   bash bench/reproduce.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +29,14 @@ run pointing04 npx reidb bench --layout folder $data/pointing04_headpose \
 run mfr2 npx reidb bench --layout folder $data/mfr2_masked --pairs $data/mfr2_masked/pairs.csv \
   --out "$out/mfr2" --json
 run cuhk01 npx reidb bench --layout cuhk01 $data/cuhk01_reid --out "$out/cuhk01" --json
+run train npx reidb train --layout folder $data/celeba_wild --out "$out/fusion-celeba.reidbfus" \
+  --cache "$out/celeba-features.json" --epochs 30 --json
+run lfw-ablation npx reidb bench --layout folder $data/lfw_multi --pairs $data/lfw_multi/pairs.csv \
+  --ablation --fusion "$out/fusion-celeba.reidbfus" --json
+run pointing04-ablation npx reidb bench --layout folder $data/pointing04_headpose \
+  --protocol frontal-gallery --ablation --fusion "$out/fusion-celeba.reidbfus" --json
+run mfr2-ablation npx reidb bench --layout folder $data/mfr2_masked \
+  --pairs $data/mfr2_masked/pairs.csv --ablation --fusion "$out/fusion-celeba.reidbfus" --json
 run search-speed npx tsx bench/search-speed.ts --faces 100000 --dim 254 --ef 64 \
   --real "$out/real-embeddings.json"
 echo "figures in $out" >&2
