@@ -31,6 +31,11 @@ run mfr2 npx reidb bench --layout folder $data/mfr2_masked --pairs $data/mfr2_ma
 run cuhk01 npx reidb bench --layout cuhk01 $data/cuhk01_reid --out "$out/cuhk01" --json
 run train npx reidb train --layout folder $data/celeba_wild --out "$out/fusion-celeba.reidbfus" \
   --cache "$out/celeba-features.json" --epochs 30 --json
+for w in 0.5,0.5 0.6,0.4 0.7,0.3; do
+  run "train-glorot-$w" npx reidb train --layout folder $data/celeba_wild \
+    --out "$out/fusion-glorot-$w.reidbfus" --cache "$out/celeba-features.json" --epochs 30 \
+    --init glorot --loss-weights "$w" --json
+done
 run lfw-ablation npx reidb bench --layout folder $data/lfw_multi --pairs $data/lfw_multi/pairs.csv \
   --ablation --fusion "$out/fusion-celeba.reidbfus" --json
 run pointing04-ablation npx reidb bench --layout folder $data/pointing04_headpose \

@@ -70,7 +70,8 @@ const COMMANDS: Record<string, Command> = {
   },
   train: {
     summary:
-      'reidb train --layout folder ROOT --out FILE [--val-share 0.2] [--epochs N] [--cache FILE]',
+      'reidb train --layout folder ROOT --out FILE [--val-share 0.2] [--epochs N] [--cache FILE] ' +
+      '[--loss-weights 0.7,0.3] [--optimiser adamw|sgd] [--lr X] [--init appearance-identity|glorot]',
     flags: { ...COMMON, ...ENGINE_FLAGS, ...TRAIN_FLAGS },
     run: trainCommand,
   },

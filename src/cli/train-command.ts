@@ -26,6 +26,8 @@ export const TRAIN_FLAGS: FlagSpec = {
   seed: true,
   optimiser: true,
   lr: true,
+  'loss-weights': true,
+  init: true,
 };
 
 /**
@@ -50,6 +52,8 @@ export async function trainCommand(ctx: CommandContext): Promise<CommandOutput> 
   const seed = int(args, 'seed', 0, 2 ** 31) ?? 1;
   const optimiser = oneOf(args, 'optimiser', ['adamw', 'sgd'] as const) ?? 'adamw';
   const lr = num(args, 'lr', 1e-7, 10);
+  const lossWeights = parseLossWeights(str(args, 'loss-weights'));
+  const init = oneOf(args, 'init', ['appearance-identity', 'glorot'] as const);
   const root = path.resolve(args.positionals[0]);
 
   const cache = await featuresFor(ctx, root, str(args, 'cache'));
@@ -59,6 +63,8 @@ export async function trainCommand(ctx: CommandContext): Promise<CommandOutput> 
     seed,
     optimiser,
     lr,
+    lossWeights,
+    init,
     logger,
     data: [root],
     onProgress: (epoch, p) =>
@@ -95,6 +101,21 @@ export async function trainCommand(ctx: CommandContext): Promise<CommandOutput> 
     `Rank-1 ${json.valRank1.toFixed(4)}; appearance alone on the same ${json.valIdentities} ` +
     `validation identities: mAP ${json.appearanceOnlyValMAP.toFixed(4)}`;
   return { json, text };
+}
+
+/** `--loss-weights T,C`: the triplet and cross-entropy weights, each in [0, 1], summing to 1. */
+function parseLossWeights(value?: string): { triplet: number; ce: number } | undefined {
+  if (value === undefined) return undefined;
+  const parts = value.split(',').map((p) => Number(p.trim()));
+  const ok = parts.length === 2 && parts.every((p) => Number.isFinite(p) && p >= 0 && p <= 1);
+  if (!ok || Math.abs(parts[0] + parts[1] - 1) > 1e-6) {
+    throw new ReidbError(
+      'invalid_argument',
+      `--loss-weights must be two weights in [0, 1] that sum to 1, as 0.7,0.3; got '${value}'`,
+      { input: '--loss-weights' },
+    );
+  }
+  return { triplet: parts[0], ce: parts[1] };
 }
 
 /** Features from --cache when it exists, else extracted now (and written to --cache if given). */

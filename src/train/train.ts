@@ -544,6 +544,31 @@ function embed(variables: NetworkVariables, x: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => l2NormalizeRows(forwardRaw(variables, x)));
 }
 
+/**
+ * The trainer's own tfjs forward pass on given parameters: the embeddings the validation mAP
+ * is computed from. Exported so that tests can hold it against the served forward passes
+ * (TypeScript and ONNX). Initialises `backend` (default 'wasm') for this thread.
+ */
+export async function embedWithTrainer(
+  params: GatedFusionParams,
+  inputs: Float32Array[],
+  backend: TfBackend = 'wasm',
+): Promise<Float32Array[]> {
+  await initTf(backend);
+  const variables = createVariables(params, 1, 0);
+  const x = stackRows(inputs);
+  const out = embed(variables, x);
+  try {
+    const data = out.dataSync() as Float32Array;
+    const dim = params.fc3.outputs;
+    return inputs.map((_, i) => data.slice(i * dim, (i + 1) * dim));
+  } finally {
+    x.dispose();
+    out.dispose();
+    for (const v of allVariables(variables)) v.variable.dispose();
+  }
+}
+
 /** One optimiser step on one batch; returns the batch's losses. */
 function trainStep(
   variables: NetworkVariables,
