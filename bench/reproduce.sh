@@ -36,6 +36,9 @@ for w in 0.5,0.5 0.6,0.4 0.7,0.3; do
     --out "$out/fusion-glorot-$w.reidbfus" --cache "$out/celeba-features.json" --epochs 30 \
     --init glorot --loss-weights "$w" --json
 done
+run train-augmented npx reidb train --layout folder $data/celeba_wild --out "$out/fusion-aug.reidbfus" \
+  --cache "$out/celeba-features-aug2.json" --augment 2 --contact-sheet "$out/augment-sheet.png" \
+  --epochs 30 --json
 run lfw-ablation npx reidb bench --layout folder $data/lfw_multi --pairs $data/lfw_multi/pairs.csv \
   --ablation --fusion "$out/fusion-celeba.reidbfus" --json
 run pointing04-ablation npx reidb bench --layout folder $data/pointing04_headpose \

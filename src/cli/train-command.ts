@@ -1,11 +1,17 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-import { createEngine } from '../engine/pool.ts';
+import sharp from 'sharp';
+
+import { createEngine, type Engine } from '../engine/pool.ts';
 import { listFolderLayout } from '../engine/service.ts';
 import { writeFusionModel } from '../features/fusion-model-file.ts';
 import { exportFusionToOnnx } from '../features/onnx-fusion.ts';
-import { ReidbError } from '../errors.ts';
+import { ReidbError, toReidbError } from '../errors.ts';
+import { decodeImage } from '../image/decode.ts';
+import { randomAugmentation, seededRandom } from '../train/augment.ts';
+import { writeContactSheet } from '../train/contact-sheet.ts';
+import type { RgbImage } from '../types.ts';
 import {
   extractFeatures,
   readFeatureCache,
@@ -28,6 +34,8 @@ export const TRAIN_FLAGS: FlagSpec = {
   lr: true,
   'loss-weights': true,
   init: true,
+  augment: true,
+  'contact-sheet': true,
 };
 
 /**
@@ -56,7 +64,12 @@ export async function trainCommand(ctx: CommandContext): Promise<CommandOutput> 
   const init = oneOf(args, 'init', ['appearance-identity', 'glorot'] as const);
   const root = path.resolve(args.positionals[0]);
 
-  const cache = await featuresFor(ctx, root, str(args, 'cache'));
+  const augment = int(args, 'augment', 0, 20) ?? 0;
+  const cache = await featuresFor(ctx, root, str(args, 'cache'), {
+    copies: augment,
+    seed,
+    contactSheet: resolved(str(args, 'contact-sheet')),
+  });
   const result = await trainGatedFusion(cache, {
     valShare,
     epochs,
@@ -118,23 +131,98 @@ function parseLossWeights(value?: string): { triplet: number; ce: number } | und
   return { triplet: parts[0], ce: parts[1] };
 }
 
-/** Features from --cache when it exists, else extracted now (and written to --cache if given). */
-async function featuresFor(ctx: CommandContext, root: string, cacheFile?: string): Promise<FeatureCache> {
+/** How many augmented copies of each photo to add, and where to show examples. */
+interface AugmentPlan {
+  copies: number;
+  seed: number;
+  contactSheet?: string;
+}
+
+/**
+ * Features from --cache when it exists, else extracted now (and written to --cache if given).
+ * With `copies` > 0, each photo is also augmented that many times before the pipeline
+ * (src/train/augment.ts: rotation, scale, flip, noise, blur, HSV, mesh-guided occlusion);
+ * the copies are tagged `augmented` so that validation uses real photos only.
+ */
+async function featuresFor(
+  ctx: CommandContext,
+  root: string,
+  cacheFile: string | undefined,
+  plan: AugmentPlan,
+): Promise<FeatureCache> {
   if (cacheFile && existsSync(cacheFile)) return readFeatureCache(cacheFile);
 
   const engine = await createEngine(engineOptions(ctx.args, ctx.logger));
   try {
     const { items } = listFolderLayout(root);
-    const cache = await extractFeatures(
-      engine,
-      items.map((i) => ({ file: (i.image as { file: string }).file, identity: i.identity })),
-      (done, total) => {
-        if (done % 200 === 0 || done === total) ctx.stderr(`features: ${done}/${total} images\n`);
-      },
-    );
+    const labelled = items.map((i) => ({ file: (i.image as { file: string }).file, identity: i.identity }));
+    const cache = await extractFeatures(engine, labelled, (done, total) => {
+      if (done % 200 === 0 || done === total) ctx.stderr(`features: ${done}/${total} images\n`);
+    });
+    if (plan.copies > 0) await addAugmented(ctx, engine, cache, plan);
     if (cacheFile) writeFeatureCache(cache, cacheFile);
     return cache;
   } finally {
     await engine.close();
   }
+}
+
+async function addAugmented(
+  ctx: CommandContext,
+  engine: Engine,
+  cache: FeatureCache,
+  plan: AugmentPlan,
+): Promise<void> {
+  const originals = [...cache.faces];
+  const examples: { image: RgbImage; label: string }[] = [];
+  let done = 0;
+
+  await Promise.all(
+    originals.map(async (face, index) => {
+      // One generator per photo, so the copies do not depend on which worker finishes first.
+      const random = seededRandom((plan.seed * 100_003 + index) >>> 0);
+      const image = await decodeImage(face.file);
+      const { analysis } = await engine.analyseFile(face.file);
+      const mesh = analysis.faces[0]?.mesh ?? null;
+      for (let c = 0; c < plan.copies; c++) {
+        const { image: augmented, applied } = randomAugmentation(image, mesh, random);
+        if (examples.length < 24) examples.push({ image: augmented, label: applied.join(',') || 'none' });
+        const png = await sharp(Buffer.from(augmented.data), {
+          raw: { width: augmented.width, height: augmented.height, channels: 3 },
+        })
+          .png()
+          .toBuffer();
+        const name = `${face.file}#aug${c}`;
+        try {
+          const result = await engine.analyseBuffer(png, name);
+          const best = result.analysis.faces[0];
+          if (!best) {
+            cache.skipped.push({ file: name, code: 'no_face' });
+            continue;
+          }
+          cache.faces.push({
+            file: name,
+            identity: face.identity,
+            appearance: best.appearance,
+            geometry: best.geometry,
+            yaw: best.pose.yaw,
+            pitch: best.pose.pitch,
+            roll: best.pose.roll,
+            quality: best.quality,
+            tags: { augmented: applied.join('+') || 'none' },
+          });
+        } catch (e) {
+          cache.skipped.push({ file: name, code: toReidbError(e, name).code });
+        }
+      }
+      if (++done % 100 === 0) ctx.stderr(`augmented: ${done}/${originals.length} photos\n`);
+    }),
+  );
+  cache.faces.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
+  examples.sort((a, b) => (a.label < b.label ? -1 : 1));
+  if (plan.contactSheet) await writeContactSheet(examples, plan.contactSheet, { columns: 6 });
+}
+
+function resolved(p: string | undefined): string | undefined {
+  return p === undefined ? undefined : path.resolve(p);
 }

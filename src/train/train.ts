@@ -177,6 +177,8 @@ export async function trainGatedFusion(
 
   // Split and statistics; inputs built once per face.
   const split = splitByIdentity(cache.faces, settings.valShare, settings.seed);
+  // Augmented copies train; validation sees only real photos of its identities.
+  split.val = split.val.filter((i) => cache.faces[i].tags?.augmented === undefined);
   checkSplit(cache, split);
   const stats = options.geometryStats ?? geometryStatsOf(cache, split.train);
   const sizes = options.sizes ?? STANDARD_LAYER_SIZES;
