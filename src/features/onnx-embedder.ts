@@ -5,11 +5,11 @@
  * here. The model's input and output layout is checked when the embedder is created.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
 
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 
 import { ReidbError } from '../errors.ts';
+import { openOnnxSession, readOnnxFile } from './onnx-session.ts';
 import type { RgbImage } from '../types.ts';
 import { checkCrops, normaliseRows, type Embedder } from './appearance.ts';
 
@@ -55,9 +55,9 @@ export async function createOnnxEmbedder(options: OnnxEmbedderOptions): Promise<
     );
   }
 
-  const bytes = readModelFile(file);
+  const bytes = readOnnxFile(file, 'ONNX model');
   const id = `onnx:${createHash('sha256').update(bytes).digest('hex').slice(0, ID_DIGEST_CHARS)}`;
-  const session = await openSession(bytes, file, executionProviders);
+  const session = await openOnnxSession(bytes, file, executionProviders, 'ONNX model');
 
   let layout: ModelLayout;
   try {
@@ -109,43 +109,6 @@ interface ModelLayout {
   dim: number;
 }
 
-function readModelFile(file: string): Buffer {
-  try {
-    if (!statSync(file).isFile()) throw new Error('not a regular file');
-    return readFileSync(file);
-  } catch (cause) {
-    throw new ReidbError('model_missing', `ONNX model ${file} does not exist or is not a file`, {
-      input: file,
-      cause,
-    });
-  }
-}
-
-async function openSession(
-  bytes: Buffer,
-  file: string,
-  executionProviders: string[],
-): Promise<InferenceSession> {
-  try {
-    return await InferenceSession.create(bytes, { executionProviders });
-  } catch (cause) {
-    const message = cause instanceof Error ? cause.message : String(cause);
-
-    // onnxruntime resolves the providers before it parses the model; blame the right one.
-    if (/backend not found|execution provider/i.test(message)) {
-      throw new ReidbError(
-        'invalid_argument',
-        `onnxruntime cannot use execution providers [${executionProviders}] for ${file}: ` +
-          message,
-        { input: 'executionProviders', cause },
-      );
-    }
-    throw new ReidbError('model_corrupt', `ONNX model ${file} cannot be loaded: ${message}`, {
-      input: file,
-      cause,
-    });
-  }
-}
 
 /**
  * Reads the session's input/output metadata: one float32 input [n, 3, 112, 112] (n symbolic

@@ -10,11 +10,12 @@
  * Opset 13, IR version 7. Building x stays in TypeScript because it is cheap and because
  * training must build it the same way.
  */
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 
 import { ReidbError } from '../errors.ts';
+import { openOnnxSession, readOnnxFile } from './onnx-session.ts';
 import type { Fusion } from './fusion.ts';
 import {
   checkGatedFusionModel,
@@ -185,7 +186,8 @@ export async function createOnnxFusion(
   const { params } = model;
   const inputDim = params.appearanceDim + params.geometryDim;
   const outputDim = params.fc3.outputs;
-  const session = await openSession(readOnnxFile(onnxFile), onnxFile, executionProviders);
+  const bytes = readOnnxFile(onnxFile, 'ONNX fusion');
+  const session = await openOnnxSession(bytes, onnxFile, executionProviders, 'ONNX fusion');
   const runner: Runner = { session, file: onnxFile, inputDim, outputDim };
   try {
     checkLayout(runner);
@@ -241,43 +243,6 @@ interface Runner {
   outputDim: number;
 }
 
-function readOnnxFile(file: string): Buffer {
-  try {
-    if (!statSync(file).isFile()) throw new Error('not a regular file');
-    return readFileSync(file);
-  } catch (cause) {
-    throw new ReidbError('model_missing', `ONNX fusion ${file} does not exist or is not a file`, {
-      input: file,
-      cause,
-    });
-  }
-}
-
-async function openSession(
-  bytes: Buffer,
-  file: string,
-  executionProviders: string[],
-): Promise<InferenceSession> {
-  try {
-    return await InferenceSession.create(bytes, { executionProviders });
-  } catch (cause) {
-    const message = cause instanceof Error ? cause.message : String(cause);
-
-    // A provider onnxruntime lacks is the caller's choice, not a damaged file.
-    if (/backend not found|execution provider/i.test(message)) {
-      throw new ReidbError(
-        'invalid_argument',
-        `onnxruntime cannot use execution providers [${executionProviders}] for ${file}: ` +
-          message,
-        { input: 'executionProviders', cause },
-      );
-    }
-    throw new ReidbError('model_corrupt', `ONNX fusion ${file} cannot be loaded: ${message}`, {
-      input: file,
-      cause,
-    });
-  }
-}
 
 function mismatch(runner: Runner, what: string, details?: Record<string, unknown>): ReidbError {
   return new ReidbError('model_mismatch', `ONNX fusion ${runner.file} does not fit: ${what}`, {

@@ -25,20 +25,14 @@ import {
   occludeRegion,
   type PatchSource,
 } from './occlusion.ts';
+import { mulberry32 } from './sampler.ts';
 
 /**
- * A seeded uniform generator in [0, 1) (mulberry32; 32-bit state held in the closure). The same
- * seed always gives the same sequence.
+ * A seeded uniform generator in [0, 1): the sampler's mulberry32 (32-bit state held in the
+ * closure). The same seed always gives the same sequence.
  */
 export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(seed);
 }
 
 // ---------------------------------------------------------------------------------------------

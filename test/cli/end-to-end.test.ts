@@ -1,4 +1,4 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -12,28 +12,16 @@ import {
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import Database from 'better-sqlite3';
 import sharp from 'sharp';
 import test from 'ava';
 
 import { openGallery } from '../../src/gallery/gallery.ts';
+import { reidb } from '../helpers/cli.ts';
 import { hasData } from '../helpers/data.ts';
 import { lfw } from '../helpers/images.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = path.join(ROOT, 'bin', 'reidb.js');
-
-/** Runs the real `reidb` command in a child process. */
-function reidb(args: string[]): Promise<{ code: number; json: any; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args, '--json'], { cwd: ROOT }, (error, stdout, stderr) => {
-      const code = error ? Number((error as { code?: number }).code ?? 1) : 0;
-      resolve({ code, json: stdout ? JSON.parse(stdout) : null, stderr });
-    });
-  });
-}
 
 /** Every file under a directory, recursively. */
 function filesUnder(dir: string): string[] {

@@ -1,26 +1,14 @@
-import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import test from 'ava';
 
 import { readFusionModel } from '../../src/features/fusion-model-file.ts';
+import { reidb } from '../helpers/cli.ts';
 import { dataPath, hasData } from '../helpers/data.ts';
 import { lfw } from '../helpers/images.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = path.join(ROOT, 'bin', 'reidb.js');
-
-function reidb(args: string[]): Promise<{ code: number; json: any; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args, '--json'], { cwd: ROOT }, (error, stdout, stderr) => {
-      const code = error ? Number((error as { code?: number }).code ?? 1) : 0;
-      resolve({ code, json: stdout ? JSON.parse(stdout) : null, stderr });
-    });
-  });
-}
 
 test('train writes a model that enrol, search and refuse then use', async (t) => {
   if (!hasData(t)) return;
