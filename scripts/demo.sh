@@ -18,7 +18,7 @@ mapfile -t everyone < <(find "$data" -mindepth 1 -maxdepth 1 -type d -printf '%f
 people=("${everyone[@]:0:12}")
 stranger="${everyone[12]}"
 
-work="$(mktemp -d -t reidb-demo-XXXXXX)"
+work="$(mktemp -d)"
 mkdir -p "$work/enrol" "$work/probes"
 for p in "${people[@]}"; do
   mkdir -p "$work/enrol/$p"

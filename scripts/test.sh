@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 npx tsc -p .
 
-log="$(mktemp -t reidb-test-XXXXXX)"
+log="$(mktemp)"
 status=0
 npx ava "$@" 2>&1 | tee "$log" || status=$?
 passed=$(grep -c '✔' "$log" || true)
