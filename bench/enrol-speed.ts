@@ -55,7 +55,10 @@ try {
       const stages = Object.values(result.analysis.stageMs).reduce((a, b) => a + b, 0);
       latency.push(result.decodeMs + stages);
       if (result.analysis.faces[0]) fused.push(result.analysis.faces[0].fused);
-      for (const [stage, ms] of Object.entries({ decode: result.decodeMs, ...result.analysis.stageMs })) {
+      for (const [stage, ms] of Object.entries({
+        decode: result.decodeMs,
+        ...result.analysis.stageMs,
+      })) {
         (stageMs[stage] ??= []).push(ms);
       }
       return result;
@@ -79,7 +82,10 @@ try {
     workers: engine.workers,
     seconds: Number(seconds.toFixed(2)),
     imagesPerSecond: Number((batch.length / seconds).toFixed(2)),
-    processingMs: { p50: Number(percentile(latency, 50).toFixed(1)), p95: Number(percentile(latency, 95).toFixed(1)) },
+    processingMs: {
+      p50: Number(percentile(latency, 50).toFixed(1)),
+      p95: Number(percentile(latency, 95).toFixed(1)),
+    },
     stageMsMedian: medians,
     machine: `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, Node ${process.version}`,
   };

@@ -58,7 +58,12 @@ export function createApp(options: ApiOptions): express.Express {
     const report = await enrolImages(
       engine,
       gallery,
-      uploads.map((u) => ({ identity, image: { buffer: u.buffer, name: u.name }, camera, capturedAt })),
+      uploads.map((u) => ({
+        identity,
+        image: { buffer: u.buffer, name: u.name },
+        camera,
+        capturedAt,
+      })),
     );
     if (report.enrolled.length === 0) {
       const first = report.skipped[0];
@@ -78,7 +83,12 @@ export function createApp(options: ApiOptions): express.Express {
     const results = await Promise.all(
       uploads.map(async (u) => {
         try {
-          return await searchImage(engine, gallery, { buffer: u.buffer, name: u.name }, { k, minScore });
+          return await searchImage(
+            engine,
+            gallery,
+            { buffer: u.buffer, name: u.name },
+            { k, minScore },
+          );
         } catch (e) {
           if (uploads.length === 1) throw e;
           const err = toReidbError(e, u.name);
@@ -113,7 +123,8 @@ export function createApp(options: ApiOptions): express.Express {
 
 function bodyParserError(error: unknown): ReidbError | null {
   const e = error as { type?: string; status?: number; message?: string };
-  if (e && e.type === 'entity.too.large') return new ReidbError('payload_too_large', String(e.message));
+  if (e && e.type === 'entity.too.large')
+    return new ReidbError('payload_too_large', String(e.message));
   if (e && typeof e.status === 'number' && e.status === 400) {
     return new ReidbError('invalid_argument', String(e.message));
   }
@@ -124,7 +135,9 @@ function queryString(req: Request, name: string): string | undefined {
   const v = req.query[name];
   if (v === undefined) return undefined;
   if (typeof v !== 'string') {
-    throw new ReidbError('invalid_argument', `query parameter ${name} must be given once`, { input: name });
+    throw new ReidbError('invalid_argument', `query parameter ${name} must be given once`, {
+      input: name,
+    });
   }
   return v;
 }
@@ -134,9 +147,13 @@ function queryNumber(req: Request, name: string, min: number, max: number): numb
   if (v === undefined) return undefined;
   const n = /^-?(\d+\.?\d*|\.\d+)$/.test(v.trim()) ? Number(v) : NaN;
   if (!Number.isFinite(n) || n < min || n > max) {
-    throw new ReidbError('invalid_argument', `${name} must be a number from ${min} to ${max}, got '${v}'`, {
-      input: name,
-    });
+    throw new ReidbError(
+      'invalid_argument',
+      `${name} must be a number from ${min} to ${max}, got '${v}'`,
+      {
+        input: name,
+      },
+    );
   }
   return n;
 }
@@ -144,7 +161,9 @@ function queryNumber(req: Request, name: string, min: number, max: number): numb
 function queryInt(req: Request, name: string, min: number, max: number): number | undefined {
   const n = queryNumber(req, name, min, max);
   if (n !== undefined && !Number.isInteger(n)) {
-    throw new ReidbError('invalid_argument', `${name} must be an integer, got '${n}'`, { input: name });
+    throw new ReidbError('invalid_argument', `${name} must be an integer, got '${n}'`, {
+      input: name,
+    });
   }
   return n;
 }
@@ -152,7 +171,9 @@ function queryInt(req: Request, name: string, min: number, max: number): number 
 /** Starts listening; resolves with the server once it is bound (port 0 picks a free port). */
 export function listen(app: express.Express, port: number, host: string): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = app.listen(port, host, (error?: Error) => (error ? reject(error) : resolve(server)));
+    const server = app.listen(port, host, (error?: Error) =>
+      error ? reject(error) : resolve(server),
+    );
     server.on('error', reject);
   });
 }

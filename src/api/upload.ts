@@ -15,7 +15,11 @@ export interface Upload {
  * with payload_too_large as soon as the limit is crossed; other content types with
  * unsupported_media_type; a malformed multipart body with invalid_argument.
  */
-export async function readUploads(req: Request, maxBytes: number, maxFiles: number): Promise<Upload[]> {
+export async function readUploads(
+  req: Request,
+  maxBytes: number,
+  maxFiles: number,
+): Promise<Upload[]> {
   const type = (req.headers['content-type'] ?? '').toLowerCase();
   const media = type.split(';')[0].trim();
 
@@ -80,7 +84,9 @@ function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promis
       });
     } catch (e) {
       req.resume();
-      reject(new ReidbError('invalid_argument', `malformed multipart request: ${(e as Error).message}`));
+      reject(
+        new ReidbError('invalid_argument', `malformed multipart request: ${(e as Error).message}`),
+      );
       return;
     }
 
@@ -111,7 +117,10 @@ function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promis
       stream.on('limit', () => fail(tooLarge(maxBytes)));
       stream.on('end', () => {
         if (keep) {
-          uploads.push({ buffer: Buffer.concat(chunks), name: info.filename || `image-${uploads.length + 1}` });
+          uploads.push({
+            buffer: Buffer.concat(chunks),
+            name: info.filename || `image-${uploads.length + 1}`,
+          });
         }
       });
     });

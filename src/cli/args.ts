@@ -86,7 +86,11 @@ export function num(args: ParsedArgs, name: string, min: number, max: number): n
 }
 
 /** A flag restricted to a set of words. */
-export function oneOf<T extends string>(args: ParsedArgs, name: string, words: readonly T[]): T | undefined {
+export function oneOf<T extends string>(
+  args: ParsedArgs,
+  name: string,
+  words: readonly T[],
+): T | undefined {
   const v = str(args, name);
   if (v === undefined) return undefined;
   if (!words.includes(v as T)) {

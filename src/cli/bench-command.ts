@@ -1,6 +1,11 @@
 import path from 'node:path';
 
-import { runBenchmark, type BenchmarkOptions, type BenchmarkResult, type FeatureProvider } from '../bench/run.ts';
+import {
+  runBenchmark,
+  type BenchmarkOptions,
+  type BenchmarkResult,
+  type FeatureProvider,
+} from '../bench/run.ts';
 import { writeReport } from '../bench/report.ts';
 import { createEngine, type Engine, type EngineOptions } from '../engine/pool.ts';
 import { ReidbError, toReidbError } from '../errors.ts';
@@ -58,15 +63,15 @@ export function engineProvider(
               })),
             );
             return {
-            file,
-            faces: analysis.faces.map((f) => ({
-              vector: f.fused,
-              yaw: f.pose.yaw,
-              pitch: f.pose.pitch,
-              roll: f.pose.roll,
-              quality: f.quality,
-            })),
-            stageMs: { decode: decodeMs, ...analysis.stageMs },
+              file,
+              faces: analysis.faces.map((f) => ({
+                vector: f.fused,
+                yaw: f.pose.yaw,
+                pitch: f.pose.pitch,
+                roll: f.pose.roll,
+                quality: f.quality,
+              })),
+              stageMs: { decode: decodeMs, ...analysis.stageMs },
             };
           },
           (e: unknown) => {
@@ -101,7 +106,11 @@ export async function benchCommand(ctx: CommandContext): Promise<CommandOutput> 
   const align = options.pipeline?.alignMode ?? 'mesh';
   const recorded = new Map<string, RecordedFace[]>();
   const result = await withEngine(options, (engine) =>
-    runBenchmark(bench(align), engineProvider(engine, args.flags.ablation ? recorded : undefined), logger),
+    runBenchmark(
+      bench(align),
+      engineProvider(engine, args.flags.ablation ? recorded : undefined),
+      logger,
+    ),
   );
   const json: Record<string, unknown> = { ...result };
   if (args.flags.ablation) {
@@ -114,7 +123,10 @@ export async function benchCommand(ctx: CommandContext): Promise<CommandOutput> 
   return { json, text: benchText(json, seconds, out) };
 }
 
-async function withEngine<T>(options: EngineOptions, run: (engine: Engine) => Promise<T>): Promise<T> {
+async function withEngine<T>(
+  options: EngineOptions,
+  run: (engine: Engine) => Promise<T>,
+): Promise<T> {
   const engine = await createEngine(options);
   try {
     return await run(engine);
@@ -165,12 +177,23 @@ async function ablation(
   progress('ablation: raw box crops, appearance only\n');
   const rawOptions: EngineOptions = {
     ...options,
-    pipeline: { ...options.pipeline, alignMode: 'raw', fusion: 'appearance', fusionModel: undefined },
+    pipeline: {
+      ...options.pipeline,
+      alignMode: 'raw',
+      fusion: 'appearance',
+      fusionModel: undefined,
+    },
   };
-  row('raw', await withEngine(rawOptions, (engine) => runBenchmark(bench('raw'), engineProvider(engine), logger)));
+  row(
+    'raw',
+    await withEngine(rawOptions, (engine) =>
+      runBenchmark(bench('raw'), engineProvider(engine), logger),
+    ),
+  );
 
   const stats = referenceGeometryStats();
-  const appearanceDim = [...recorded.values()].find((f) => f.length > 0)?.[0].appearance.length ?? 128;
+  const appearanceDim =
+    [...recorded.values()].find((f) => f.length > 0)?.[0].appearance.length ?? 128;
   const fusions: [AblationRow['name'], (f: RecordedFace) => Float32Array][] = [
     ['aligned', (f) => unitVector(f.appearance)],
     ['geometry', (f) => unitVector(f.geometry.map((v, i) => (v - stats.mean[i]) / stats.std[i]))],
@@ -190,7 +213,11 @@ async function ablation(
     const inputs = [...recorded.values()].flatMap((faces) =>
       faces.slice(0, 1).map((f) => buildFusionInput(model.params, f.appearance, f.geometry)),
     );
-    const r = await runBenchmark(bench('mesh'), recordedProvider(recorded, (f) => gated.fuse(f.appearance, f.geometry)), logger);
+    const r = await runBenchmark(
+      bench('mesh'),
+      recordedProvider(recorded, (f) => gated.fuse(f.appearance, f.geometry)),
+      logger,
+    );
     row('gated', r, meanGate(model.params, inputs));
   }
   return rows;
@@ -207,12 +234,22 @@ function recordedProvider(
       for (const file of files) {
         const faces = recorded.get(file);
         if (faces === undefined) {
-          yield { file, faces: [], error: { code: 'internal', message: `${file}: not in the main run` } };
+          yield {
+            file,
+            faces: [],
+            error: { code: 'internal', message: `${file}: not in the main run` },
+          };
           continue;
         }
         yield {
           file,
-          faces: faces.map((f) => ({ vector: fuse(f), yaw: f.yaw, pitch: f.pitch, roll: f.roll, quality: f.quality })),
+          faces: faces.map((f) => ({
+            vector: fuse(f),
+            yaw: f.yaw,
+            pitch: f.pitch,
+            roll: f.roll,
+            quality: f.quality,
+          })),
         };
       }
     },
@@ -241,7 +278,9 @@ function benchText(r: Record<string, any>, seconds: number, out?: string): strin
       (a) =>
         `  ablation ${a.name.padEnd(8)} Rank-1 ${pct(a.rank1)}  mAP ${pct(a.mAP)}  ` +
         `TAR@FAR 0.01 ${pct(a.tarAtFar?.['0.01']?.tar)}` +
-        (a.meanGate ? `  mean gate: appearance ${a.meanGate.appearance.toFixed(3)}, geometry ${a.meanGate.geometry.toFixed(3)}` : ''),
+        (a.meanGate
+          ? `  mean gate: appearance ${a.meanGate.appearance.toFixed(3)}, geometry ${a.meanGate.geometry.toFixed(3)}`
+          : ''),
     ),
   ].join('\n');
 }

@@ -18,7 +18,8 @@ export function openCliGallery(
   options: { mustExist?: boolean } = {},
 ): Promise<Gallery> {
   const db = str(ctx.args, 'db');
-  if (db !== undefined) return openGallery(db, { logger: ctx.logger, mustExist: options.mustExist });
+  if (db !== undefined)
+    return openGallery(db, { logger: ctx.logger, mustExist: options.mustExist });
   return openGallery(path.join(REPO_ROOT, '.reidb'), {
     logger: ctx.logger,
     indexDir: path.join(REPO_ROOT, 'indexes'),
@@ -27,7 +28,6 @@ export function openCliGallery(
 }
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-
 
 /**
  * Keeps a copy of a trained fusion model inside the gallery directory, so that later
@@ -40,4 +40,3 @@ export function keepFusionModel(gallery: Gallery, engine: Engine, modelFile?: st
   mkdirSync(path.dirname(copy), { recursive: true });
   copyFileSync(modelFile, copy);
 }
-

@@ -108,7 +108,13 @@ export async function main(
   }
   const command = COMMANDS[name];
   if (!command) {
-    return fail(io, json, 'invalid_argument', `unknown command '${name}'\n\n${helpText()}`, EXIT_USAGE);
+    return fail(
+      io,
+      json,
+      'invalid_argument',
+      `unknown command '${name}'\n\n${helpText()}`,
+      EXIT_USAGE,
+    );
   }
 
   try {
@@ -139,7 +145,8 @@ function fail(
   exit: number,
   input?: string,
 ): number {
-  if (json) io.stdout(JSON.stringify({ error: { code, message, ...(input ? { input } : {}) } }) + '\n');
+  if (json)
+    io.stdout(JSON.stringify({ error: { code, message, ...(input ? { input } : {}) } }) + '\n');
   io.stderr(`reidb: ${message} [${code}]\n`);
   return exit;
 }
@@ -192,8 +199,10 @@ async function enrollCommand(ctx: CommandContext): Promise<CommandOutput> {
   let items: EnrolItem[];
   let listed: { file: string; code: string; message: string }[] = [];
   if (layout !== undefined) {
-    if (layout !== 'folder') throw usageError(`--layout must be 'folder' for enroll, got '${layout}'`);
-    if (identity !== undefined) throw usageError('give either --layout folder ROOT or --identity ID');
+    if (layout !== 'folder')
+      throw usageError(`--layout must be 'folder' for enroll, got '${layout}'`);
+    if (identity !== undefined)
+      throw usageError('give either --layout folder ROOT or --identity ID');
     if (args.positionals.length !== 1) throw usageError('--layout folder needs exactly one ROOT');
     const found = listFolderLayout(args.positionals[0]);
     items = found.items;
@@ -265,7 +274,9 @@ async function searchCommand(ctx: CommandContext): Promise<CommandOutput> {
   }
 }
 
-function searchText(r: SearchReport | { file: string; error: { code: string; message: string } }): string {
+function searchText(
+  r: SearchReport | { file: string; error: { code: string; message: string } },
+): string {
   if ('error' in r) return `${r.file}: ${r.error.message} [${r.error.code}]`;
   if (r.faces.length === 0) return `${r.file}: no face (${r.reason})`;
   const lines = [`${r.file}: ${r.faces.length} face(s)`];

@@ -54,7 +54,8 @@ export function engineOptions(
     pipeline: {
       backend: oneOf(args, 'backend', ['wasm', 'cpu'] as const) ?? 'wasm',
       alignMode: oneOf(args, 'align', ['mesh', 'raw'] as const) ?? stored?.alignMode ?? 'mesh',
-      embedder: embedder === 'onnx-arcface' ? { kind: 'onnx-arcface', modelPath: model } : { kind: 'dlib' },
+      embedder:
+        embedder === 'onnx-arcface' ? { kind: 'onnx-arcface', modelPath: model } : { kind: 'dlib' },
       fusion,
       geometryWeight: num(args, 'geometry-weight', 0, 1) ?? storedWeight,
       fusionModel,

@@ -25,9 +25,13 @@ export async function refuseCommand(ctx: CommandContext): Promise<CommandOutput>
   try {
     const config = gallery.config();
     if (config === null) {
-      throw new ReidbError('invalid_argument', `the gallery at ${gallery.dir} is empty; nothing to re-fuse`, {
-        input: gallery.dir,
-      });
+      throw new ReidbError(
+        'invalid_argument',
+        `the gallery at ${gallery.dir} is empty; nothing to re-fuse`,
+        {
+          input: gallery.dir,
+        },
+      );
     }
 
     const fusion = fusionFor(target, config, weight);

@@ -36,9 +36,13 @@ export async function serveCommand(ctx: CommandContext): Promise<CommandOutput> 
     gallery.close();
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE' || code === 'EACCES') {
-      throw new ReidbError('port_in_use', `cannot listen on ${host}:${port}: ${(e as Error).message}`, {
-        input: `${host}:${port}`,
-      });
+      throw new ReidbError(
+        'port_in_use',
+        `cannot listen on ${host}:${port}: ${(e as Error).message}`,
+        {
+          input: `${host}:${port}`,
+        },
+      );
     }
     throw e;
   }
@@ -46,7 +50,9 @@ export async function serveCommand(ctx: CommandContext): Promise<CommandOutput> 
   const address = server.address();
   const bound = typeof address === 'object' && address ? address.port : port;
   const url = `http://${host}:${bound}`;
-  ctx.stdout(args.flags.json ? JSON.stringify({ listening: url }) + '\n' : `reidb listening on ${url}\n`);
+  ctx.stdout(
+    args.flags.json ? JSON.stringify({ listening: url }) + '\n' : `reidb listening on ${url}\n`,
+  );
 
   await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
   server.close();

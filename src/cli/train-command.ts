@@ -47,9 +47,13 @@ export async function trainCommand(ctx: CommandContext): Promise<CommandOutput> 
   const { args, logger } = ctx;
   const layout = required(args, 'layout');
   if (layout !== 'folder') {
-    throw new ReidbError('invalid_argument', `--layout must be 'folder' for train, got '${layout}'`, {
-      input: '--layout',
-    });
+    throw new ReidbError(
+      'invalid_argument',
+      `--layout must be 'folder' for train, got '${layout}'`,
+      {
+        input: '--layout',
+      },
+    );
   }
   if (args.positionals.length !== 1) {
     throw new ReidbError('invalid_argument', 'train needs exactly one ROOT');
@@ -155,7 +159,10 @@ async function featuresFor(
   const engine = await createEngine(engineOptions(ctx.args, ctx.logger));
   try {
     const { items } = listFolderLayout(root);
-    const labelled = items.map((i) => ({ file: (i.image as { file: string }).file, identity: i.identity }));
+    const labelled = items.map((i) => ({
+      file: (i.image as { file: string }).file,
+      identity: i.identity,
+    }));
     const cache = await extractFeatures(engine, labelled, (done, total) => {
       if (done % 200 === 0 || done === total) ctx.stderr(`features: ${done}/${total} images\n`);
     });
@@ -186,7 +193,8 @@ async function addAugmented(
       const mesh = analysis.faces[0]?.mesh ?? null;
       for (let c = 0; c < plan.copies; c++) {
         const { image: augmented, applied } = randomAugmentation(image, mesh, random);
-        if (examples.length < 24) examples.push({ image: augmented, label: applied.join(',') || 'none' });
+        if (examples.length < 24)
+          examples.push({ image: augmented, label: applied.join(',') || 'none' });
         const png = await sharp(Buffer.from(augmented.data), {
           raw: { width: augmented.width, height: augmented.height, channels: 3 },
         })

@@ -13,7 +13,8 @@ export interface WorkerInit {
   pipeline: PipelineOptions;
 }
 
-export type JobInput = { kind: 'file'; path: string } | { kind: 'buffer'; buffer: Uint8Array; name: string };
+export type JobInput =
+  { kind: 'file'; path: string } | { kind: 'buffer'; buffer: Uint8Array; name: string };
 
 export interface JobRequest {
   id: number;

@@ -101,7 +101,10 @@ export async function createPipeline(options: PipelineOptions = {}): Promise<Pip
     maxFaces,
   });
   const mesher: FaceMesher = await createFaceMesher({ backend });
-  const embedder: Embedder = await createEmbedder({ backend, ...(options.embedder ?? { kind: 'dlib' }) });
+  const embedder: Embedder = await createEmbedder({
+    backend,
+    ...(options.embedder ?? { kind: 'dlib' }),
+  });
   const fusion = chooseFusion(options, embedder, alignMode);
 
   const identity: PipelineIdentity = {
@@ -152,7 +155,13 @@ export async function createPipeline(options: PipelineOptions = {}): Promise<Pip
     lap('mesh');
 
     const crops = kept.map(({ detection, mesh }) =>
-      alignFace(image, detection, alignMode === 'mesh' ? mesh : null, alignMode, embedder.inputSize),
+      alignFace(
+        image,
+        detection,
+        alignMode === 'mesh' ? mesh : null,
+        alignMode,
+        embedder.inputSize,
+      ),
     );
     lap('align');
 
@@ -208,7 +217,10 @@ function chooseFusion(options: PipelineOptions, embedder: Embedder, alignMode: A
     return createGatedFusion(model);
   }
   if (options.fusion === 'appearance') return createAppearanceOnlyFusion(embedder.dim);
-  return createConcatFusion({ appearanceDim: embedder.dim, geometryWeight: options.geometryWeight });
+  return createConcatFusion({
+    appearanceDim: embedder.dim,
+    geometryWeight: options.geometryWeight,
+  });
 }
 
 /**

@@ -4,13 +4,7 @@ import os from 'node:os';
 import { ReidbError, type ErrorCode } from '../errors.ts';
 import type { DecodeOptions } from '../image/decode.ts';
 import { silentLogger, type Logger } from '../log.ts';
-import type {
-  JobInput,
-  JobRequest,
-  WireError,
-  WorkerInit,
-  WorkerMessage,
-} from './messages.ts';
+import type { JobInput, JobRequest, WireError, WorkerInit, WorkerMessage } from './messages.ts';
 import type { Analysis, PipelineIdentity, PipelineOptions } from './pipeline.ts';
 
 export interface EngineOptions {
@@ -68,7 +62,9 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
 
   function spawn(): Promise<Slot> {
     return new Promise((resolve, reject) => {
-      const worker = new Worker(new URL('./worker-entry.js', import.meta.url), { workerData: init });
+      const worker = new Worker(new URL('./worker-entry.js', import.meta.url), {
+        workerData: init,
+      });
       const slot: Slot = { worker, busy: null };
       let started = false;
 
@@ -97,7 +93,8 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
       });
 
       worker.on('error', (error) => {
-        if (!started) reject(new ReidbError('internal', `worker failed to start: ${error.message}`));
+        if (!started)
+          reject(new ReidbError('internal', `worker failed to start: ${error.message}`));
         logger.error('engine worker failed', { error: error.message });
       });
 

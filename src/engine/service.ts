@@ -2,7 +2,13 @@ import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { ReidbError, toReidbError } from '../errors.ts';
-import { MAX_FACES_PER_ENROLMENT, MAX_K, type EnrolFace, type Gallery, type Match } from '../gallery/gallery.ts';
+import {
+  MAX_FACES_PER_ENROLMENT,
+  MAX_K,
+  type EnrolFace,
+  type Gallery,
+  type Match,
+} from '../gallery/gallery.ts';
 import { validateIdentity } from '../gallery/identity.ts';
 import type { Box, FaceFeatures } from '../types.ts';
 import type { Engine, EngineResult } from './pool.ts';
@@ -73,7 +79,9 @@ function inputName(image: ImageInput): string {
 }
 
 function analyse(engine: Engine, image: ImageInput): Promise<EngineResult> {
-  return 'file' in image ? engine.analyseFile(image.file) : engine.analyseBuffer(image.buffer, image.name);
+  return 'file' in image
+    ? engine.analyseFile(image.file)
+    : engine.analyseBuffer(image.buffer, image.name);
 }
 
 function toEnrolFace(face: FaceFeatures, item: EnrolItem): EnrolFace {
@@ -138,11 +146,18 @@ export async function enrolImages(
       const chunk = list.slice(start, start + MAX_FACES_PER_ENROLMENT);
       let faceIds: number[];
       try {
-        faceIds = gallery.enrol(identity, chunk.map((r) => toEnrolFace(r.face, r.item))).faceIds;
+        faceIds = gallery.enrol(
+          identity,
+          chunk.map((r) => toEnrolFace(r.face, r.item)),
+        ).faceIds;
       } catch (e) {
         const err = toReidbError(e, identity);
         for (const r of chunk) {
-          skipped.push({ file: inputName(r.item.image), code: err.code, message: `${identity}: ${err.message}` });
+          skipped.push({
+            file: inputName(r.item.image),
+            code: err.code,
+            message: `${identity}: ${err.message}`,
+          });
         }
         continue;
       }
@@ -175,7 +190,10 @@ export function listFolderLayout(root: string): { items: EnrolItem[]; skipped: S
   try {
     entries = readdirSync(root).sort();
   } catch (cause) {
-    throw new ReidbError('file_not_found', `${root}: cannot read the folder`, { input: root, cause });
+    throw new ReidbError('file_not_found', `${root}: cannot read the folder`, {
+      input: root,
+      cause,
+    });
   }
 
   const items: EnrolItem[] = [];
@@ -188,7 +206,12 @@ export function listFolderLayout(root: string): { items: EnrolItem[]; skipped: S
     const dir = path.join(root, entry);
     const kind = entryKind(dir);
     if (kind !== 'directory') {
-      if (kind === 'file') skip(dir, 'invalid_argument', 'not inside an identity folder (layout is ROOT/<identity>/<image>)');
+      if (kind === 'file')
+        skip(
+          dir,
+          'invalid_argument',
+          'not inside an identity folder (layout is ROOT/<identity>/<image>)',
+        );
       else skip(dir, 'not_an_image', kind);
       continue;
     }
@@ -204,7 +227,8 @@ export function listFolderLayout(root: string): { items: EnrolItem[]; skipped: S
       const full = path.join(dir, file);
       const fileKind = entryKind(full);
       if (fileKind === 'file') items.push({ identity: entry, image: { file: full } });
-      else if (fileKind === 'directory') skip(full, 'invalid_argument', 'a folder inside an identity folder is not read');
+      else if (fileKind === 'directory')
+        skip(full, 'invalid_argument', 'a folder inside an identity folder is not read');
       else skip(full, 'not_an_image', fileKind);
     }
   }
@@ -263,7 +287,11 @@ export async function searchImage(
   const report: SearchReport = { file, faces };
   if (faces.length === 0) report.reason = noFaceReason(analysis);
   if (analysis.rejected.length > 0) {
-    report.rejected = analysis.rejected.map((r) => ({ box: r.box, code: r.code, message: r.message }));
+    report.rejected = analysis.rejected.map((r) => ({
+      box: r.box,
+      code: r.code,
+      message: r.message,
+    }));
   }
   return report;
 }
@@ -273,7 +301,12 @@ export async function searchImage(
  * identity may hold many near the probe (frames of one video), so the request widens until
  * k identities are found or the whole gallery has been seen.
  */
-function bestPerIdentity(gallery: Gallery, vector: Float32Array, k: number, minScore?: number): Match[] {
+function bestPerIdentity(
+  gallery: Gallery,
+  vector: Float32Array,
+  k: number,
+  minScore?: number,
+): Match[] {
   const total = gallery.stats().faces;
   let wanted = Math.min(MAX_K, Math.max(k * 4, k + 20));
   for (;;) {
@@ -291,4 +324,3 @@ function bestPerIdentity(gallery: Gallery, vector: Float32Array, k: number, minS
     wanted *= 4;
   }
 }
-

@@ -31,7 +31,10 @@ export const RAW_BOX_ENLARGE = 1.15;
 export function solveAffine(from: Point2[], to: Point2[]): Affine {
   const n = from.length;
   if (n !== to.length) {
-    throw new ReidbError('invalid_argument', `solveAffine: ${n} source but ${to.length} target points`);
+    throw new ReidbError(
+      'invalid_argument',
+      `solveAffine: ${n} source but ${to.length} target points`,
+    );
   }
   if (n < 3) {
     throw new ReidbError('invalid_argument', `solveAffine needs at least 3 point pairs, got ${n}`, {
@@ -122,7 +125,12 @@ export function invertAffine(t: Affine): Affine {
  * and bilinear; output pixels whose source point falls outside the source image are filled with
  * 0 (black), and samples within half a pixel of the border repeat the edge pixel.
  */
-export function warpAffine(image: RgbImage, toOutput: Affine, width: number, height: number): RgbImage {
+export function warpAffine(
+  image: RgbImage,
+  toOutput: Affine,
+  width: number,
+  height: number,
+): RgbImage {
   if (!(Number.isInteger(width) && Number.isInteger(height) && width > 0 && height > 0)) {
     throw new ReidbError('invalid_argument', `warpAffine: bad output size ${width}x${height}`);
   }
@@ -197,7 +205,10 @@ export function alignmentTransform(
   if (!mesh) {
     throw new ReidbError('invalid_argument', "alignFace: mode 'mesh' needs a face mesh");
   }
-  const from: Point2[] = ALIGN_LANDMARKS.map((k) => [mesh.landmarks[k * 3], mesh.landmarks[k * 3 + 1]]);
+  const from: Point2[] = ALIGN_LANDMARKS.map((k) => [
+    mesh.landmarks[k * 3],
+    mesh.landmarks[k * 3 + 1],
+  ]);
   return solveAffine(from, templatePoints(size));
 }
 

@@ -62,9 +62,13 @@ export async function createFaceDetector(options: FaceDetectorOptions): Promise<
   checkUnit('minScore', minScore);
   checkUnit('iouThreshold', iouThreshold);
   if (!(Number.isInteger(maxFaces) && maxFaces >= 1)) {
-    throw new ReidbError('invalid_argument', `maxFaces must be a positive integer, got ${maxFaces}`, {
-      input: 'maxFaces',
-    });
+    throw new ReidbError(
+      'invalid_argument',
+      `maxFaces must be a positive integer, got ${maxFaces}`,
+      {
+        input: 'maxFaces',
+      },
+    );
   }
 
   await initTf(options.backend);
@@ -214,7 +218,10 @@ async function runModel(
       const t = outputs.find((o) => o.shape[1] === anchors && o.shape[2] === depth);
       if (!t) {
         const shapes = outputs.map((o) => JSON.stringify(o.shape)).join(', ');
-        throw new ReidbError('model_mismatch', `BlazeFace outputs have unexpected shapes ${shapes}`);
+        throw new ReidbError(
+          'model_mismatch',
+          `BlazeFace outputs have unexpected shapes ${shapes}`,
+        );
       }
       return t.dataSync() as Float32Array;
     };
@@ -314,6 +321,7 @@ function toImage(c: Candidate, toInput: Affine, image: RgbImage): Detection {
   const y1 = clip(y(c.y1), image.height);
   const box: Box = { x: x0, y: y0, width: x1 - x0, height: y1 - y0 };
   const keypoints: Point2[] = [];
-  for (let k = 0; k < KEYPOINTS; k++) keypoints.push([x(c.keypoints[k * 2]), y(c.keypoints[k * 2 + 1])]);
+  for (let k = 0; k < KEYPOINTS; k++)
+    keypoints.push([x(c.keypoints[k * 2]), y(c.keypoints[k * 2 + 1])]);
   return { box, keypoints, score: c.score };
 }

@@ -69,7 +69,10 @@ export async function createFaceMesher(options: FaceMesherOptions): Promise<Face
     async estimate(image: RgbImage, detection: Detection): Promise<FaceMesh> {
       if (closed) throw new ReidbError('internal', 'face mesher used after close()');
       if (detection.keypoints.length < 2) {
-        throw new ReidbError('invalid_argument', 'estimate: the detection needs its two eye keypoints');
+        throw new ReidbError(
+          'invalid_argument',
+          'estimate: the detection needs its two eye keypoints',
+        );
       }
 
       const box = detection.box;

@@ -48,6 +48,9 @@ export function templateLandmark(index: number): Point2 {
 export function templatePoints(size: number, framing: Framing = FRAMING): Point2[] {
   return ALIGN_LANDMARKS.map((k) => {
     const [x, y] = templateLandmark(k);
-    return [(0.5 + x * framing.faceHeight) * size, (framing.centreY + y * framing.faceHeight) * size];
+    return [
+      (0.5 + x * framing.faceHeight) * size,
+      (framing.centreY + y * framing.faceHeight) * size,
+    ];
   });
 }

@@ -539,7 +539,11 @@ export function canInitAsAppearanceIdentity(
  */
 function appearanceIdentityInit(params: GatedFusionParams, noise: number): void {
   const a = params.appearanceDim;
-  const sizes = { hidden1: params.fc1.outputs, hidden2: params.fc2.outputs, output: params.fc3.outputs };
+  const sizes = {
+    hidden1: params.fc1.outputs,
+    hidden2: params.fc2.outputs,
+    output: params.fc3.outputs,
+  };
   if (!canInitAsAppearanceIdentity(a, sizes)) {
     throw invalid(
       `appearance-identity init needs hidden widths >= ${2 * a} and output >= ${a}; ` +

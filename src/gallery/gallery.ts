@@ -109,10 +109,14 @@ export async function openGallery(dir: string, options: OpenGalleryOptions = {})
     try {
       mkdirSync(folder, { recursive: true });
     } catch (cause) {
-      throw new ReidbError('invalid_argument', `cannot use ${folder} as a gallery folder: ${(cause as Error).message}`, {
-        input: folder,
-        cause,
-      });
+      throw new ReidbError(
+        'invalid_argument',
+        `cannot use ${folder} as a gallery folder: ${(cause as Error).message}`,
+        {
+          input: folder,
+          cause,
+        },
+      );
     }
   }
 
@@ -390,9 +394,11 @@ export class Gallery {
    * features (no image is read again), then rebuilds and saves the index for the new vectors.
    * The embedder and alignment stay; only the fusion id and fused dimension change.
    */
-  refuse(
-    fusion: { id: string; dim: number; fuse(a: Float32Array, g: Float32Array): Float32Array },
-  ): { faces: number; fusionId: string } {
+  refuse(fusion: {
+    id: string;
+    dim: number;
+    fuse(a: Float32Array, g: Float32Array): Float32Array;
+  }): { faces: number; fusionId: string } {
     this.assertOpen();
     this.requireConfig();
 

@@ -30,10 +30,14 @@ export function acquireGalleryLock(dir: string): GalleryLock {
       return { file, release: () => unlinkQuietly(file) };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new ReidbError('gallery_corrupt', `cannot create the lock ${file}: ${(e as Error).message}`, {
-          input: file,
-          cause: e,
-        });
+        throw new ReidbError(
+          'gallery_corrupt',
+          `cannot create the lock ${file}: ${(e as Error).message}`,
+          {
+            input: file,
+            cause: e,
+          },
+        );
       }
     }
 
@@ -42,7 +46,9 @@ export function acquireGalleryLock(dir: string): GalleryLock {
       unlinkQuietly(file);
       continue;
     }
-    const who = holder ? `process ${holder.pid} on ${holder.host} since ${holder.since}` : 'another process';
+    const who = holder
+      ? `process ${holder.pid} on ${holder.host} since ${holder.since}`
+      : 'another process';
     throw new ReidbError(
       'gallery_locked',
       `the gallery at ${dir} is open in ${who}; stop it (or use its HTTP API) first. ` +
@@ -50,7 +56,9 @@ export function acquireGalleryLock(dir: string): GalleryLock {
       { input: dir, details: holder ?? undefined },
     );
   }
-  throw new ReidbError('gallery_locked', `the gallery at ${dir} is locked (${file})`, { input: dir });
+  throw new ReidbError('gallery_locked', `the gallery at ${dir} is locked (${file})`, {
+    input: dir,
+  });
 }
 
 function readHolder(file: string): { pid: number; host: string; since: string } | null {

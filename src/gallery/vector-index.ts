@@ -203,7 +203,10 @@ export class VectorIndex {
     this.hnsw.setEf(Math.max(this.efSearch, n));
     const { neighbors, distances } = this.hnsw.searchKnn(Array.from(vector), n);
     // float32 rounding can put 1 - distance a hair outside [-1, 1].
-    return neighbors.map((label, i) => ({ label, score: Math.max(-1, Math.min(1, 1 - distances[i]!)) }));
+    return neighbors.map((label, i) => ({
+      label,
+      score: Math.max(-1, Math.min(1, 1 - distances[i]!)),
+    }));
   }
 
   /**

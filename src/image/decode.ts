@@ -145,9 +145,13 @@ async function readInput(input: string | Buffer, source: string, maxBytes: numbe
     }
     // A pipe or device has no size to check and may never end (/dev/zero, a FIFO).
     if (!info.isFile()) {
-      throw new ReidbError('not_an_image', `${source}: not a regular file (pipe, socket or device)`, {
-        input: source,
-      });
+      throw new ReidbError(
+        'not_an_image',
+        `${source}: not a regular file (pipe, socket or device)`,
+        {
+          input: source,
+        },
+      );
     }
     if (info.size > maxBytes) throw tooLarge(info.size);
     bytes = await readFile(input);

@@ -208,7 +208,10 @@ export function hsvJitter(image: RgbImage, jitter: HsvJitter): RgbImage {
   const satFactor = jitter.saturation ?? 1;
   const valFactor = jitter.value ?? 1;
   if (!(satFactor >= 0 && valFactor >= 0 && Number.isFinite(hueShift))) {
-    throw new ReidbError('invalid_argument', 'hsvJitter: saturation and value factors must be >= 0');
+    throw new ReidbError(
+      'invalid_argument',
+      'hsvJitter: saturation and value factors must be >= 0',
+    );
   }
 
   const out = new Uint8Array(image.data.length);
@@ -239,11 +242,17 @@ export function hsvJitter(image: RgbImage, jitter: HsvJitter): RgbImage {
     const m = v2 - c2;
     const sector = Math.floor(h2 / 60) % 6;
     const [r1, g1, b1] =
-      sector === 0 ? [c2, x2, 0] :
-      sector === 1 ? [x2, c2, 0] :
-      sector === 2 ? [0, c2, x2] :
-      sector === 3 ? [0, x2, c2] :
-      sector === 4 ? [x2, 0, c2] : [c2, 0, x2];
+      sector === 0
+        ? [c2, x2, 0]
+        : sector === 1
+          ? [x2, c2, 0]
+          : sector === 2
+            ? [0, c2, x2]
+            : sector === 3
+              ? [0, x2, c2]
+              : sector === 4
+                ? [x2, 0, c2]
+                : [c2, 0, x2];
     out[k] = clampByte(r1 + m);
     out[k + 1] = clampByte(g1 + m);
     out[k + 2] = clampByte(b1 + m);
@@ -328,8 +337,17 @@ export interface AugmentationResult {
 
 type Rgb = [number, number, number];
 /** Mask colours the sampler picks from: light blue, white, pale green; dark grey, navy, red, beige. */
-const SURGICAL_COLOURS: Rgb[] = [[150, 196, 222], [236, 238, 240], [168, 214, 190]];
-const CLOTH_COLOURS: Rgb[] = [[40, 42, 50], [70, 90, 140], [150, 40, 50], [200, 190, 170]];
+const SURGICAL_COLOURS: Rgb[] = [
+  [150, 196, 222],
+  [236, 238, 240],
+  [168, 214, 190],
+];
+const CLOTH_COLOURS: Rgb[] = [
+  [40, 42, 50],
+  [70, 90, 140],
+  [150, 40, 50],
+  [200, 190, 170],
+];
 
 /**
  * One random augmentation of a face image: geometric (rotation, scale, flip; one combined
@@ -506,7 +524,12 @@ export function syntheticOcclusionLevels(
 // Helpers
 
 function copyImage(image: RgbImage): RgbImage {
-  return { data: new Uint8Array(image.data), width: image.width, height: image.height, channels: 3 };
+  return {
+    data: new Uint8Array(image.data),
+    width: image.width,
+    height: image.height,
+    channels: 3,
+  };
 }
 
 function warp(image: RgbImage, affine: Affine): RgbImage {

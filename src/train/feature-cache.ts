@@ -112,7 +112,9 @@ export function readFeatureCache(file: string): FeatureCache {
     });
   }
   if (raw?.version !== 1 || !Array.isArray(raw.faces)) {
-    throw new ReidbError('invalid_argument', `${file}: not a version 1 feature cache`, { input: file });
+    throw new ReidbError('invalid_argument', `${file}: not a version 1 feature cache`, {
+      input: file,
+    });
   }
   return {
     ...raw,

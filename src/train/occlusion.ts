@@ -66,8 +66,8 @@ export interface PoissonOptions {
  * of the MediaPipe face oval: 323 ... 152 (chin) ... 93).
  */
 export const MASK_OUTLINE: readonly number[] = [
-  234, 117, 118, 47, 195, 277, 347, 346, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
-  148, 176, 149, 150, 136, 172, 58, 132, 93,
+  234, 117, 118, 47, 195, 277, 347, 346, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+  176, 149, 150, 136, 172, 58, 132, 93,
 ];
 
 /** Outline points below the top edge (the jaw), pushed outwards so the mask wraps the chin. */
@@ -188,8 +188,16 @@ export function occludeRegion(
 ): Occlusion {
   const { x, y, width: w, height: h } = region;
   const inside =
-    Number.isInteger(x) && Number.isInteger(y) && Number.isInteger(w) && Number.isInteger(h) &&
-    x >= 0 && y >= 0 && w >= 1 && h >= 1 && x + w <= image.width && y + h <= image.height;
+    Number.isInteger(x) &&
+    Number.isInteger(y) &&
+    Number.isInteger(w) &&
+    Number.isInteger(h) &&
+    x >= 0 &&
+    y >= 0 &&
+    w >= 1 &&
+    h >= 1 &&
+    x + w <= image.width &&
+    y + h <= image.height;
   if (!inside) {
     throw new ReidbError(
       'invalid_argument',
@@ -317,7 +325,12 @@ function poissonSolve(
   const f = new Float64Array(w * h * 3);
   const rhs = new Float64Array(w * h * 3);
   const neighbours = new Uint8Array(w * h);
-  const steps: Point2[] = [[1, 0], [-1, 0], [0, 1], [0, -1]];
+  const steps: Point2[] = [
+    [1, 0],
+    [-1, 0],
+    [0, 1],
+    [0, -1],
+  ];
 
   // Right-hand side: the source's gradients plus the known image values just outside the patch.
   const borderSum = [0, 0, 0];
@@ -494,14 +507,20 @@ export function drawSunglasses(
     alpha[k] = Math.max(lensAlpha[k] * lensOpacity, frameAlpha[k]);
   }
 
-  return paint(image, alpha, 1, (px, py) => {
-    let lift = 0;
-    for (const l of lenses) {
-      const t = ((px - l.centre[0]) * v[0] + (py - l.centre[1]) * v[1]) / l.ry;
-      if (t > -1 && t < -0.2) lift = Math.max(lift, 22 * (1 - Math.abs(t + 0.6) / 0.4));
-    }
-    return [colour[0] + lift, colour[1] + lift, colour[2] + lift];
-  }, 0.5 * lensOpacity);
+  return paint(
+    image,
+    alpha,
+    1,
+    (px, py) => {
+      let lift = 0;
+      for (const l of lenses) {
+        const t = ((px - l.centre[0]) * v[0] + (py - l.centre[1]) * v[1]) / l.ry;
+        if (t > -1 && t < -0.2) lift = Math.max(lift, 22 * (1 - Math.abs(t + 0.6) / 0.4));
+      }
+      return [colour[0] + lift, colour[1] + lift, colour[2] + lift];
+    },
+    0.5 * lensOpacity,
+  );
 }
 
 /**

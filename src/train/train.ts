@@ -187,10 +187,16 @@ export async function trainGatedFusion(
     canInitAsAppearanceIdentity(cache.appearanceDim, sizes)
       ? 'appearance-identity'
       : 'glorot';
-  const initialParams = initGatedFusionParams(cache.appearanceDim, cache.geometryDim, settings.seed, stats, {
-    sizes,
-    init,
-  });
+  const initialParams = initGatedFusionParams(
+    cache.appearanceDim,
+    cache.geometryDim,
+    settings.seed,
+    stats,
+    {
+      sizes,
+      init,
+    },
+  );
   const inputOf = (i: number) =>
     buildFusionInput(initialParams, cache.faces[i].appearance, cache.faces[i].geometry);
   const classOf = new Map(split.trainIdentities.map((identity, c) => [identity, c]));
@@ -457,7 +463,10 @@ function classMeanClassifier(
   for (const c of labels) counts[c]++;
   const weight = new Float32Array(dim * classes);
   for (let c = 0; c < classes; c++) {
-    const centred = Array.from({ length: dim }, (_, d) => sums[c * dim + d] / counts[c] - global[d]);
+    const centred = Array.from(
+      { length: dim },
+      (_, d) => sums[c * dim + d] / counts[c] - global[d],
+    );
     const norm = Math.hypot(...centred) || 1;
     for (let d = 0; d < dim; d++) weight[d * classes + c] = (CLASS_MEAN_SCALE * centred[d]) / norm;
   }

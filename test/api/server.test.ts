@@ -71,9 +71,12 @@ test.serial('enrol, search, read and erase through HTTP', async (t) => {
   t.is(info.faces.length, 3);
   t.is(info.faces[0].camera, 'cam1');
   const text = JSON.stringify(info);
-  for (const key of ['appearance', 'geometry', 'fused', 'vector']) t.false(text.includes(`"${key}"`));
+  for (const key of ['appearance', 'geometry', 'fused', 'vector'])
+    t.false(text.includes(`"${key}"`));
 
-  const erased = await (await fetch(`${base}/v1/identities/${PEOPLE[0]}`, { method: 'DELETE' })).json();
+  const erased = await (
+    await fetch(`${base}/v1/identities/${PEOPLE[0]}`, { method: 'DELETE' })
+  ).json();
   t.deepEqual(erased, { identity: PEOPLE[0], facesRemoved: 3 });
   const gone = await fetch(`${base}/v1/identities/${PEOPLE[0]}`);
   t.is(gone.status, 404);
@@ -112,7 +115,8 @@ test.serial('bad uploads get 4xx JSON errors and the server keeps serving', asyn
     '--XB\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n' +
     'Content-Type: image/jpeg\r\n\r\nabc';
   const bigTextField =
-    '--XB\r\nContent-Disposition: form-data; name="note"\r\n\r\n' + 'x'.repeat(2 * 1024 * 1024) +
+    '--XB\r\nContent-Disposition: form-data; name="note"\r\n\r\n' +
+    'x'.repeat(2 * 1024 * 1024) +
     '\r\n--XB\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n' +
     'Content-Type: image/jpeg\r\n\r\nabc\r\n--XB--\r\n';
   const cases: [Promise<Response>, number, string][] = [
@@ -120,15 +124,31 @@ test.serial('bad uploads get 4xx JSON errors and the server keeps serving', asyn
     [post('/v1/search', Buffer.alloc(0)), 400, 'empty_file'],
     [post('/v1/search', Buffer.alloc(2 * 1024 * 1024, 1)), 413, 'payload_too_large'],
     [post('/v1/search', 'hello', 'text/plain'), 415, 'unsupported_media_type'],
-    [post('/v1/search', '--xx\r\nbroken', 'multipart/form-data; boundary=xx'), 400, 'invalid_argument'],
+    [
+      post('/v1/search', '--xx\r\nbroken', 'multipart/form-data; boundary=xx'),
+      400,
+      'invalid_argument',
+    ],
     [post('/v1/search?k=0', Buffer.from('x')), 400, 'invalid_argument'],
     [post('/v1/search?k=abc', Buffer.from('x')), 400, 'invalid_argument'],
     [post(`/v1/identities/${'x'.repeat(200)}/faces`, Buffer.from('x')), 400, 'invalid_identity'],
     [fetch(`${base}/v1/nothing`), 404, 'not_found'],
     [post('/v1/search', 'x', 'application/octet-streamfoo'), 415, 'unsupported_media_type'],
-    [post('/v1/search', truncatedPart, 'multipart/form-data; boundary=XB'), 400, 'invalid_argument'],
-    [post('/v1/identities/a/faces', truncatedPart, 'multipart/form-data; boundary=XB'), 400, 'invalid_argument'],
-    [post('/v1/search', bigTextField, 'multipart/form-data; boundary=XB'), 413, 'payload_too_large'],
+    [
+      post('/v1/search', truncatedPart, 'multipart/form-data; boundary=XB'),
+      400,
+      'invalid_argument',
+    ],
+    [
+      post('/v1/identities/a/faces', truncatedPart, 'multipart/form-data; boundary=XB'),
+      400,
+      'invalid_argument',
+    ],
+    [
+      post('/v1/search', bigTextField, 'multipart/form-data; boundary=XB'),
+      413,
+      'payload_too_large',
+    ],
     [fetch(`${base}/v1/identities/nobody`, { method: 'DELETE' }), 404, 'identity_not_found'],
   ];
   for (const [pending, status, code] of cases) {

@@ -22,7 +22,6 @@ import { reidb } from '../helpers/cli.ts';
 import { hasData } from '../helpers/data.ts';
 import { lfw } from '../helpers/images.ts';
 
-
 /** Every file under a directory, recursively. */
 function filesUnder(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
@@ -49,7 +48,10 @@ test('enrol a folder with bad files, search, erase, and find no trace of the era
   const good = lfw(A, 5);
   writeFileSync(path.join(root, A, 'truncated.jpg'), good.subarray(0, Math.floor(good.length / 2)));
   writeFileSync(path.join(root, A, 'notes.jpg'), 'this is a text file, not a photo\n');
-  writeFileSync(path.join(root, A, '.DS_Store'), Buffer.from([0, 0, 0, 1, 0x42, 0x75, 0x64, 0x31, 0, 0]));
+  writeFileSync(
+    path.join(root, A, '.DS_Store'),
+    Buffer.from([0, 0, 0, 1, 0x42, 0x75, 0x64, 0x31, 0, 0]),
+  );
   writeFileSync(path.join(root, B, 'webp-named.jpg'), await sharp(lfw(B, 4)).webp().toBuffer());
   symlinkSync(path.join(work, 'nowhere.jpg'), path.join(root, B, 'dangling.jpg'));
   symlinkSync(path.join(root, C, 'loop.jpg'), path.join(root, C, 'loop.jpg'));
@@ -107,10 +109,14 @@ test('enrol a folder with bad files, search, erase, and find no trace of the era
     }
   }
   const files = filesUnder(db);
-  t.true(files.some((f) => f.endsWith('.hnsw')), `index file present: ${files}`);
+  t.true(
+    files.some((f) => f.endsWith('.hnsw')),
+    `index file present: ${files}`,
+  );
   for (const file of files) {
     const bytes = readFileSync(file);
-    for (const needle of needles) t.is(bytes.indexOf(needle), -1, `${file} still holds erased bytes`);
+    for (const needle of needles)
+      t.is(bytes.indexOf(needle), -1, `${file} still holds erased bytes`);
   }
 
   const after = await reidb(['search', '--db', db, '--top-k', '5', probe]);
@@ -130,7 +136,13 @@ test('search of a missing file and a no-face image exits 0 with a reason for eac
     .png()
     .toFile(blank);
 
-  const r = await reidb(['search', '--db', path.join(work, 'g'), blank, path.join(work, 'nope.jpg')]);
+  const r = await reidb([
+    'search',
+    '--db',
+    path.join(work, 'g'),
+    blank,
+    path.join(work, 'nope.jpg'),
+  ]);
   t.is(r.code, 0, r.stderr);
   t.is(r.json.results[0].faces.length, 0);
   t.regex(r.json.results[0].reason, /no face detected in the 200x160 image/);

@@ -9,22 +9,34 @@ import { reidb } from '../helpers/cli.ts';
 import { dataPath, hasData } from '../helpers/data.ts';
 import { lfw } from '../helpers/images.ts';
 
-
 test('train writes a model that enrol, search and refuse then use', async (t) => {
   if (!hasData(t)) return;
   const work = mkdtempSync(path.join(os.tmpdir(), 'reidb-train-'));
   t.teardown(() => rmSync(work, { recursive: true, force: true }));
 
-  const people = readdirSync(dataPath('lfw_multi')).filter((p) => !p.includes('.')).slice(20, 28);
+  const people = readdirSync(dataPath('lfw_multi'))
+    .filter((p) => !p.includes('.'))
+    .slice(20, 28);
   for (const person of people) {
     mkdirSync(path.join(work, 'people', person), { recursive: true });
-    for (const n of [1, 2, 3, 4]) writeFileSync(path.join(work, 'people', person, `${n}.jpg`), lfw(person, n));
+    for (const n of [1, 2, 3, 4])
+      writeFileSync(path.join(work, 'people', person, `${n}.jpg`), lfw(person, n));
   }
   const model = path.join(work, 'fusion.reidbfus');
 
   const trained = await reidb([
-    'train', '--layout', 'folder', path.join(work, 'people'), '--out', model,
-    '--val-share', '0.25', '--epochs', '2', '--cache', path.join(work, 'features.json'),
+    'train',
+    '--layout',
+    'folder',
+    path.join(work, 'people'),
+    '--out',
+    model,
+    '--val-share',
+    '0.25',
+    '--epochs',
+    '2',
+    '--cache',
+    path.join(work, 'features.json'),
   ]);
   t.is(trained.code, 0, trained.stderr);
   t.is(trained.json.model, model);
@@ -39,7 +51,16 @@ test('train writes a model that enrol, search and refuse then use', async (t) =>
   t.is(loaded.header.inputDim, 254);
 
   const db = path.join(work, 'gallery');
-  const enrol = await reidb(['enroll', '--db', db, '--layout', 'folder', path.join(work, 'people'), '--fusion', model]);
+  const enrol = await reidb([
+    'enroll',
+    '--db',
+    db,
+    '--layout',
+    'folder',
+    path.join(work, 'people'),
+    '--fusion',
+    model,
+  ]);
   t.is(enrol.code, 0, enrol.stderr);
   t.is(enrol.json.enrolled, 32);
 
@@ -51,7 +72,11 @@ test('train writes a model that enrol, search and refuse then use', async (t) =>
 
   const refused = await reidb(['refuse', '--db', db, '--fusion', 'concat']);
   t.is(refused.code, 0, refused.stderr);
-  t.deepEqual(refused.json, { faces: 32, fusionId: 'concat-v1:w=0.01', previousFusionId: trained.json.id });
+  t.deepEqual(refused.json, {
+    faces: 32,
+    fusionId: 'concat-v1:w=0.01',
+    previousFusionId: trained.json.id,
+  });
   const after = await reidb(['search', '--db', db, probe]);
   t.is(after.json.faces[0].matches[0].identity, people[0]);
 

@@ -32,7 +32,10 @@ test('missing --identity, unknown flag and bad --top-k exit 2 and name the flag'
     [['enroll', '--db', 'g', '--json'], /enroll needs --layout folder ROOT or --identity/],
     [['enroll', '--db', 'g', '--identity', 'a', '--json'], /needs at least one FILE/],
     [['enroll', '--db', 'g', '--layout', 'market1501', 'x', '--json'], /--layout must be 'folder'/],
-    [['enroll', '--db', 'g', '--identity', '', 'a.jpg', '--json'], /--identity: identity must not be empty/],
+    [
+      ['enroll', '--db', 'g', '--identity', '', 'a.jpg', '--json'],
+      /--identity: identity must not be empty/,
+    ],
     [['enroll', '--db', 'g', '--identity', 'a\nb', 'a.jpg', '--json'], /--identity: identity/],
     [['search', '--db', 'g', '--min-score=', 'a.jpg', '--json'], /--min-score must be a number/],
     [['search', '--db', 'g', '--top-k', '0x3', 'a.jpg', '--json'], /--top-k must be an integer/],

@@ -23,7 +23,10 @@ test('a face about 40 px wide is found and scores lower quality than the full ph
   if (!hasData(t)) return;
   const photo = lfw('Abdullah_Gul', 1);
   const full = await engine.analyseBuffer(photo, 'full.jpg');
-  const small = await engine.analyseBuffer(await sharp(photo).resize(110).jpeg().toBuffer(), 'small');
+  const small = await engine.analyseBuffer(
+    await sharp(photo).resize(110).jpeg().toBuffer(),
+    'small',
+  );
 
   t.is(small.analysis.faces.length, 1);
   const width = small.analysis.faces[0].detection.box.width;
@@ -40,8 +43,13 @@ test('a 128x64 pedestrian crop has no usable face and says why', async (t) => {
   const { analysis } = await engine.analyseBuffer(crop, 'pedestrian.png');
 
   t.is(analysis.faces.length, 0);
-  t.regex(noFaceReason(analysis), /^(no face detected in the 64x128 image|no usable face: \d candidate\(s\) rejected)/);
-  const e = t.throws(() => pickEnrolmentFace(analysis, 'pedestrian.png'), { instanceOf: ReidbError });
+  t.regex(
+    noFaceReason(analysis),
+    /^(no face detected in the 64x128 image|no usable face: \d candidate\(s\) rejected)/,
+  );
+  const e = t.throws(() => pickEnrolmentFace(analysis, 'pedestrian.png'), {
+    instanceOf: ReidbError,
+  });
   t.is(e?.code, 'no_face');
   t.regex(e!.message, /^pedestrian\.png: /);
 });
@@ -60,7 +68,9 @@ test('two faces in one photo are both analysed', async (t) => {
   t.is(analysis.faces.length, 2);
   const xs = analysis.faces.map((f) => f.detection.box.x).sort((a, b) => a - b);
   t.true(xs[0] < 150 && xs[1] >= 150, `boxes at x=${xs}`);
-  t.throws(() => pickEnrolmentFace(analysis, 'two.jpg'), { message: /2 faces of similar size and quality/ });
+  t.throws(() => pickEnrolmentFace(analysis, 'two.jpg'), {
+    message: /2 faces of similar size and quality/,
+  });
 });
 
 test('true profiles are either analysed with a large yaw or rejected with a reason', async (t) => {
@@ -105,7 +115,9 @@ test('most masked faces (mfr2) are found, and every unmasked one', async (t) => 
       if (analysis.faces.length > 0) bucket[0]++;
     }),
   );
-  t.log(`masked ${found.masked[0]}/${found.masked[1]}, unmasked ${found.unmasked[0]}/${found.unmasked[1]}`);
+  t.log(
+    `masked ${found.masked[0]}/${found.masked[1]}, unmasked ${found.unmasked[0]}/${found.unmasked[1]}`,
+  );
   t.is(found.unmasked[0], found.unmasked[1]);
   t.true(found.masked[0] / found.masked[1] >= 0.7);
 });
@@ -133,7 +145,9 @@ test('bad files are refused with their code and the engine keeps working', async
     [Buffer.from('just some text, named like a photo'), 'not_an_image'],
   ];
   for (const [bytes, code] of cases) {
-    const e = await t.throwsAsync(engine.analyseBuffer(bytes, 'bad.jpg'), { instanceOf: ReidbError });
+    const e = await t.throwsAsync(engine.analyseBuffer(bytes, 'bad.jpg'), {
+      instanceOf: ReidbError,
+    });
     t.is(e?.code, code);
     t.regex(e!.message, /bad\.jpg/);
   }

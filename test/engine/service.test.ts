@@ -26,7 +26,9 @@ function unit(values: number[]): Float32Array {
 
 /** A vector near the probe direction e0, further away as `spread` grows. */
 function near(spread: number, salt: number): Float32Array {
-  return unit(Array.from({ length: DIM }, (_, i) => (i === 0 ? 1 : spread * Math.sin(salt * 7 + i))));
+  return unit(
+    Array.from({ length: DIM }, (_, i) => (i === 0 ? 1 : spread * Math.sin(salt * 7 + i))),
+  );
 }
 
 /** An engine whose every image holds one face with the vector named by the image. */

@@ -22,10 +22,12 @@ export async function sideBySide(left: string, right: string): Promise<RgbImage>
   const b = await sharp(right).metadata();
   const width = (a.width ?? 0) + (b.width ?? 0);
   const height = Math.max(a.height ?? 0, b.height ?? 0);
-  const canvas = sharp({ create: { width, height, channels: 3, background: '#000000' } }).composite([
-    { input: left, left: 0, top: 0 },
-    { input: right, left: a.width ?? 0, top: 0 },
-  ]);
+  const canvas = sharp({ create: { width, height, channels: 3, background: '#000000' } }).composite(
+    [
+      { input: left, left: 0, top: 0 },
+      { input: right, left: a.width ?? 0, top: 0 },
+    ],
+  );
   return fromSharp(sharp(await canvas.png().toBuffer()));
 }
 

@@ -65,7 +65,9 @@ test('solveAffine is the least-squares solution with noise', (t) => {
     m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
     m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
   const cramer = (b: number[]): number[] =>
-    [0, 1, 2].map((k) => det3(ata.map((row, r) => row.map((v, c) => (c === k ? b[r] : v)))) / det3(ata));
+    [0, 1, 2].map(
+      (k) => det3(ata.map((row, r) => row.map((v, c) => (c === k ? b[r] : v)))) / det3(ata),
+    );
   const direct = [...cramer(atbx), ...cramer(atby)];
   got.forEach((v, i) => t.true(Math.abs(v - direct[i]) < 1e-6, `param ${i}: ${v} vs ${direct[i]}`));
 
@@ -161,7 +163,14 @@ test("alignFace 'mesh' maps template landmarks of a synthetic mesh onto the temp
   const size = 150;
   const target = templatePoints(size);
   const angle = Math.PI / 6;
-  const move: Affine = [Math.cos(angle), -Math.sin(angle), 40, Math.sin(angle), Math.cos(angle), 10];
+  const move: Affine = [
+    Math.cos(angle),
+    -Math.sin(angle),
+    40,
+    Math.sin(angle),
+    Math.cos(angle),
+    10,
+  ];
   const landmarks = new Float32Array(468 * 3);
   ALIGN_LANDMARKS.forEach((k, i) => {
     const [x, y] = applyAffine(move, target[i]);
@@ -169,7 +178,11 @@ test("alignFace 'mesh' maps template landmarks of a synthetic mesh onto the temp
     landmarks[k * 3 + 1] = y;
   });
   const mesh: FaceMesh = { landmarks, score: 1 };
-  const detection: Detection = { box: { x: 0, y: 0, width: 10, height: 10 }, keypoints: [], score: 1 };
+  const detection: Detection = {
+    box: { x: 0, y: 0, width: 10, height: 10 },
+    keypoints: [],
+    score: 1,
+  };
 
   const img = pattern(300, 300);
   const out = alignFace(img, detection, mesh, 'mesh', size);

@@ -74,43 +74,52 @@ test.serial('finds two faces in two LFW photos side by side, one in each half', 
   }
 });
 
-test.serial('finds no face in flat, noise and gradient images, and does not leak tensors', async (t) => {
-  const detector = await createFaceDetector({ backend: 'wasm' });
-  try {
-    const images = [...nonFaceImages(200, 150), ...nonFaceImages(640, 480)];
-    await detector.detect(images[0]);
-    const before = tf.memory().numTensors;
-    for (const image of images) t.is((await detector.detect(image)).length, 0);
-    t.is(tf.memory().numTensors, before);
-  } finally {
-    detector.close();
-  }
-});
+test.serial(
+  'finds no face in flat, noise and gradient images, and does not leak tensors',
+  async (t) => {
+    const detector = await createFaceDetector({ backend: 'wasm' });
+    try {
+      const images = [...nonFaceImages(200, 150), ...nonFaceImages(640, 480)];
+      await detector.detect(images[0]);
+      const before = tf.memory().numTensors;
+      for (const image of images) t.is((await detector.detect(image)).length, 0);
+      t.is(tf.memory().numTensors, before);
+    } finally {
+      detector.close();
+    }
+  },
+);
 
-test.serial('a large image is reduced before detection and boxes come back in its pixels', async (t) => {
-  if (!hasData(t)) return;
-  const detector = await createFaceDetector({ backend: 'wasm' });
-  try {
-    const { default: sharp } = await import('sharp');
-    const { fromSharp } = await import('./_images.ts');
-    const file = dataPath('lfw_multi', LFW_SINGLE[2]);
-    const small = (await detector.detect(await loadImage(file)))[0];
-    const big = (await detector.detect(await fromSharp(sharp(file).resize(900, 900))))[0];
-    t.truthy(big);
-    t.true(Math.abs(big.box.x / 6 - small.box.x) < 4, `${big.box.x / 6} vs ${small.box.x}`);
-    t.true(Math.abs(big.box.width / 6 - small.box.width) < 4);
-  } finally {
-    detector.close();
-  }
-});
+test.serial(
+  'a large image is reduced before detection and boxes come back in its pixels',
+  async (t) => {
+    if (!hasData(t)) return;
+    const detector = await createFaceDetector({ backend: 'wasm' });
+    try {
+      const { default: sharp } = await import('sharp');
+      const { fromSharp } = await import('./_images.ts');
+      const file = dataPath('lfw_multi', LFW_SINGLE[2]);
+      const small = (await detector.detect(await loadImage(file)))[0];
+      const big = (await detector.detect(await fromSharp(sharp(file).resize(900, 900))))[0];
+      t.truthy(big);
+      t.true(Math.abs(big.box.x / 6 - small.box.x) < 4, `${big.box.x / 6} vs ${small.box.x}`);
+      t.true(Math.abs(big.box.width / 6 - small.box.width) < 4);
+    } finally {
+      detector.close();
+    }
+  },
+);
 
 test.serial('rejects bad options and a missing model folder, naming the file', async (t) => {
   await t.throwsAsync(createFaceDetector({ backend: 'wasm', minScore: 2 }), {
     instanceOf: ReidbError,
   });
-  const error = await t.throwsAsync(createFaceDetector({ backend: 'wasm', modelDir: '/nonexistent' }), {
-    instanceOf: ReidbError,
-  });
+  const error = await t.throwsAsync(
+    createFaceDetector({ backend: 'wasm', modelDir: '/nonexistent' }),
+    {
+      instanceOf: ReidbError,
+    },
+  );
   t.is(error?.code, 'model_missing');
   t.regex(error?.message ?? '', /blazeface\.(json|bin)/);
 });

@@ -15,7 +15,8 @@ const CONFIG = {
 };
 
 function face(seed: number): EnrolFace {
-  const wave = (n: number, k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 3.1 + i * k) + 1.5);
+  const wave = (n: number, k: number) =>
+    Float32Array.from({ length: n }, (_, i) => Math.sin(seed * 3.1 + i * k) + 1.5);
   return {
     source: `${seed}.jpg`,
     box: { x: 0, y: 0, width: 50, height: 50 },
@@ -55,6 +56,9 @@ test('refuse rewrites every fused vector from the stored features and rebuilds t
   t.is(again.stats().indexCount, 3);
   const approx = again.search(faces[0].appearance, 2);
   const exact = again.searchExact(faces[0].appearance, 2);
-  t.deepEqual(approx.map((m) => m.faceId), exact.map((m) => m.faceId));
+  t.deepEqual(
+    approx.map((m) => m.faceId),
+    exact.map((m) => m.faceId),
+  );
   approx.forEach((m, i) => t.true(Math.abs(m.score - exact[i].score) < 1e-5));
 });

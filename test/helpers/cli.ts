@@ -8,9 +8,14 @@ const BIN = path.join(REPO_ROOT, 'bin', 'reidb.js');
 /** Runs the real `reidb` command with --json in a child process; parses its one document. */
 export function reidb(args: string[]): Promise<{ code: number; json: any; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args, '--json'], { cwd: REPO_ROOT }, (error, stdout, stderr) => {
-      const code = error ? Number((error as { code?: number }).code ?? 1) : 0;
-      resolve({ code, json: stdout ? JSON.parse(stdout) : null, stderr });
-    });
+    execFile(
+      process.execPath,
+      [BIN, ...args, '--json'],
+      { cwd: REPO_ROOT },
+      (error, stdout, stderr) => {
+        const code = error ? Number((error as { code?: number }).code ?? 1) : 0;
+        resolve({ code, json: stdout ? JSON.parse(stdout) : null, stderr });
+      },
+    );
   });
 }

@@ -4,7 +4,11 @@ import path from 'node:path';
 
 import test from 'ava';
 
-import { buildFusionInput, forwardGatedFusion, initGatedFusionParams } from '../../src/features/gated-fusion.ts';
+import {
+  buildFusionInput,
+  forwardGatedFusion,
+  initGatedFusionParams,
+} from '../../src/features/gated-fusion.ts';
 import { createOnnxFusion, exportFusionToOnnx } from '../../src/features/onnx-fusion.ts';
 import { embedWithTrainer } from '../../src/train/train.ts';
 import { mulberry32 } from '../../src/train/sampler.ts';
@@ -27,9 +31,19 @@ test('the trainer (tfjs), the served TypeScript pass and ONNX agree on the same 
   const file = path.join(dir, 'fusion.onnx');
   exportFusionToOnnx(params, file);
   const header = {
-    format: 'reidb-gated-fusion', version: 1, id: 'gated-v1:test', embedderId: 'x', alignMode: 'mesh',
-    appearanceDim: 128, geometryDim: 126, inputDim: 254, outputDim: 128, weightsSha256: '',
-    createdAt: '', training: {} as never, metrics: {} as never,
+    format: 'reidb-gated-fusion',
+    version: 1,
+    id: 'gated-v1:test',
+    embedderId: 'x',
+    alignMode: 'mesh',
+    appearanceDim: 128,
+    geometryDim: 126,
+    inputDim: 254,
+    outputDim: 128,
+    weightsSha256: '',
+    createdAt: '',
+    training: {} as never,
+    metrics: {} as never,
   } as const;
   const onnx = await createOnnxFusion({ header, params }, file);
   t.teardown(() => onnx.close());
@@ -38,7 +52,11 @@ test('the trainer (tfjs), the served TypeScript pass and ONNX agree on the same 
   let worst = 0;
   for (let i = 0; i < inputs.length; i++) {
     for (let d = 0; d < 128; d++) {
-      worst = Math.max(worst, Math.abs(fromTf[i][d] - fromTs[i][d]), Math.abs(fromOnnx[i][d] - fromTs[i][d]));
+      worst = Math.max(
+        worst,
+        Math.abs(fromTf[i][d] - fromTs[i][d]),
+        Math.abs(fromOnnx[i][d] - fromTs[i][d]),
+      );
     }
   }
   t.log(`largest difference: ${worst.toExponential(2)}`);

@@ -77,8 +77,10 @@ test.serial('drawMask covers the mouth and nose tip but not the eyes', async (t)
   for (const { file, image, detection, mesh } of await loadFaces()) {
     for (const style of ['surgical', 'cloth'] as const) {
       const { mask } = drawMask(image, mesh, { style });
-      for (const k of MOUTH_AND_NOSE) t.true(covers(mask, image.width, mesh, k), `${file} ${style}: ${k}`);
-      for (const k of EYES) t.false(covers(mask, image.width, mesh, k), `${file} ${style}: eye ${k}`);
+      for (const k of MOUTH_AND_NOSE)
+        t.true(covers(mask, image.width, mesh, k), `${file} ${style}: ${k}`);
+      for (const k of EYES)
+        t.false(covers(mask, image.width, mesh, k), `${file} ${style}: eye ${k}`);
     }
     const share = boxCoverage(drawMask(image, mesh).mask, image.width, detection.box);
     t.log(`${file}: mask covers ${(share * 100).toFixed(1)} % of the detection box`);
@@ -113,52 +115,62 @@ test.serial('mesh-guided occluders still land on the face after rotation and fli
   }
 });
 
-test.serial('Poisson-blended patches on real faces meet their border better than alpha ones', async (t) => {
-  if (!hasData(t)) return;
-  let alphaJump = 0;
-  let poissonJump = 0;
-  for (const { image, detection } of await loadFaces()) {
-    for (let seed = 1; seed <= 3; seed++) {
-      const paste = occludePatch(image, detection.box, 0.3, seededRandom(seed), { feather: 0 });
-      const clone = occludePatch(image, detection.box, 0.3, seededRandom(seed), { blend: 'poisson' });
-      alphaJump += borderJump(paste.image, paste.region);
-      poissonJump += borderJump(clone.image, clone.region);
+test.serial(
+  'Poisson-blended patches on real faces meet their border better than alpha ones',
+  async (t) => {
+    if (!hasData(t)) return;
+    let alphaJump = 0;
+    let poissonJump = 0;
+    for (const { image, detection } of await loadFaces()) {
+      for (let seed = 1; seed <= 3; seed++) {
+        const paste = occludePatch(image, detection.box, 0.3, seededRandom(seed), { feather: 0 });
+        const clone = occludePatch(image, detection.box, 0.3, seededRandom(seed), {
+          blend: 'poisson',
+        });
+        alphaJump += borderJump(paste.image, paste.region);
+        poissonJump += borderJump(clone.image, clone.region);
+      }
     }
-  }
-  const mean = (sum: number): string => (sum / 12).toFixed(1);
-  t.log(`mean border jump over 12 patches: paste ${mean(alphaJump)}, Poisson ${mean(poissonJump)}`);
-  t.true(poissonJump < 0.5 * alphaJump);
-});
+    const mean = (sum: number): string => (sum / 12).toFixed(1);
+    t.log(
+      `mean border jump over 12 patches: paste ${mean(alphaJump)}, Poisson ${mean(poissonJump)}`,
+    );
+    t.true(poissonJump < 0.5 * alphaJump);
+  },
+);
 
-test.serial('a contact sheet of augmentations of one face is a PNG of the expected size', async (t) => {
-  if (!hasData(t)) return;
-  const [{ image, detection, mesh }] = await loadFaces();
-  const entries = [{ image, label: 'original' }];
-  for (let seed = 1; seed <= 9; seed++) {
-    const options = { patchProbability: 0.3, maskProbability: 0.3 };
-    const result = randomAugmentation(image, mesh, seededRandom(seed), options);
-    entries.push({ image: result.image, label: result.applied.join(',') || 'none' });
-  }
-  for (const level of syntheticOcclusionLevels(image, detection.box, seededRandom(1)).slice(1)) {
-    entries.push({ image: level.image, label: `occlusion ${level.level}` });
-  }
+test.serial(
+  'a contact sheet of augmentations of one face is a PNG of the expected size',
+  async (t) => {
+    if (!hasData(t)) return;
+    const [{ image, detection, mesh }] = await loadFaces();
+    const entries = [{ image, label: 'original' }];
+    for (let seed = 1; seed <= 9; seed++) {
+      const options = { patchProbability: 0.3, maskProbability: 0.3 };
+      const result = randomAugmentation(image, mesh, seededRandom(seed), options);
+      entries.push({ image: result.image, label: result.applied.join(',') || 'none' });
+    }
+    for (const level of syntheticOcclusionLevels(image, detection.box, seededRandom(1)).slice(1)) {
+      entries.push({ image: level.image, label: `occlusion ${level.level}` });
+    }
 
-  const dir = await mkdtemp(path.join(tmpdir(), 'reidb-augment-'));
-  try {
-    const file = path.join(dir, 'sheet.png');
-    const info = await writeContactSheet(entries, file, { columns: 5 });
-    // 13 cells of 150 x 150 in 5 columns: 3 rows, 4-pixel gaps, 14-pixel captions.
-    t.deepEqual(info, { width: 5 * 150 + 6 * 4, height: 3 * (150 + 14) + 4 * 4 });
-    const bytes = await readFile(file);
-    t.deepEqual([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-    const meta = await sharp(bytes).metadata();
-    t.is(meta.format, 'png');
-    t.is(meta.width, info.width);
-    t.is(meta.height, info.height);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+    const dir = await mkdtemp(path.join(tmpdir(), 'reidb-augment-'));
+    try {
+      const file = path.join(dir, 'sheet.png');
+      const info = await writeContactSheet(entries, file, { columns: 5 });
+      // 13 cells of 150 x 150 in 5 columns: 3 rows, 4-pixel gaps, 14-pixel captions.
+      t.deepEqual(info, { width: 5 * 150 + 6 * 4, height: 3 * (150 + 14) + 4 * 4 });
+      const bytes = await readFile(file);
+      t.deepEqual([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+      const meta = await sharp(bytes).metadata();
+      t.is(meta.format, 'png');
+      t.is(meta.width, info.width);
+      t.is(meta.height, info.height);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
 
 /** Mean |inside - outside| over pixel pairs across a patch's border, all channels. */
 function borderJump(image: RgbImage, region: Box): number {

@@ -31,7 +31,11 @@ function randomImage(width: number, height: number, seed: number): RgbImage {
 }
 
 /** Smooth texture around `level`, so that patches have something to be compared with. */
-function texturedImage(width: number, height: number, level: (x: number, y: number) => number): RgbImage {
+function texturedImage(
+  width: number,
+  height: number,
+  level: (x: number, y: number) => number,
+): RgbImage {
   const image = blank(width, height);
   for (let j = 0; j < height; j++) {
     for (let i = 0; i < width; i++) {
@@ -114,7 +118,10 @@ test('noise with sigma 0 is the identity; sigma 0.03 has a standard deviation of
   const noisy = gaussianNoise(grey, 0.03, seededRandom(2));
   const measured = std([...noisy.data]);
   const expected = 0.03 * 255;
-  t.true(Math.abs(measured - expected) / expected < 0.15, `std ${measured.toFixed(2)} vs ${expected}`);
+  t.true(
+    Math.abs(measured - expected) / expected < 0.15,
+    `std ${measured.toFixed(2)} vs ${expected}`,
+  );
 });
 
 test('motion blur keeps a constant image and spreads one bright pixel over a line of k pixels', (t) => {
@@ -131,9 +138,21 @@ test('motion blur keeps a constant image and spreads one bright pixel over a lin
     }
     return out;
   };
-  t.deepEqual(lit(horizontal), [[5, 7], [6, 7], [7, 7], [8, 7], [9, 7]]);
+  t.deepEqual(lit(horizontal), [
+    [5, 7],
+    [6, 7],
+    [7, 7],
+    [8, 7],
+    [9, 7],
+  ]);
   t.deepEqual(pixel(horizontal, 5, 7), [51, 51, 51]);
-  t.deepEqual(lit(motionBlur(dot, 5, 90)), [[7, 5], [7, 6], [7, 7], [7, 8], [7, 9]]);
+  t.deepEqual(lit(motionBlur(dot, 5, 90)), [
+    [7, 5],
+    [7, 6],
+    [7, 7],
+    [7, 8],
+    [7, 9],
+  ]);
   t.throws(() => motionBlur(dot, 4, 0), { message: /odd/ });
 });
 
@@ -180,7 +199,11 @@ test('Poisson blending meets the surroundings at the patch border better than a 
   const image = texturedImage(140, 80, (x) => (x < 70 ? 60 : 190));
   const box: Box = { x: 5, y: 10, width: 60, height: 60 };
   const options = { sourceAt: [90, 20] as [number, number], fill: 'texture' as const };
-  const paste = occludePatch(image, box, 0.3, seededRandom(9), { ...options, blend: 'alpha', feather: 0 });
+  const paste = occludePatch(image, box, 0.3, seededRandom(9), {
+    ...options,
+    blend: 'alpha',
+    feather: 0,
+  });
   const poisson = occludePatch(image, box, 0.3, seededRandom(9), { ...options, blend: 'poisson' });
   t.deepEqual(paste.region, poisson.region);
 
@@ -190,7 +213,8 @@ test('Poisson blending meets the surroundings at the patch border better than a 
     let count = 0;
     const add = (xa: number, ya: number, xb: number, yb: number): void => {
       if (xb < 0 || yb < 0 || xb >= result.width || yb >= result.height) return;
-      for (let c = 0; c < 3; c++) sum += Math.abs(pixel(result, xa, ya)[c] - pixel(result, xb, yb)[c]);
+      for (let c = 0; c < 3; c++)
+        sum += Math.abs(pixel(result, xa, ya)[c] - pixel(result, xb, yb)[c]);
       count += 3;
     };
     for (let i = region.x; i < region.x + region.width; i++) {
@@ -208,7 +232,10 @@ test('Poisson blending meets the surroundings at the patch border better than a 
   const poissonJump = borderJump(poisson.image, poisson.region);
   t.log(`border jump: paste ${pasteJump.toFixed(1)}, poisson ${poissonJump.toFixed(1)}`);
   t.true(pasteJump > 100, `paste jump ${pasteJump}`);
-  t.true(poissonJump < 0.15 * pasteJump, `poisson ${poissonJump.toFixed(1)} vs paste ${pasteJump.toFixed(1)}`);
+  t.true(
+    poissonJump < 0.15 * pasteJump,
+    `poisson ${poissonJump.toFixed(1)} vs paste ${pasteJump.toFixed(1)}`,
+  );
 
   // The clone keeps the source's texture: its inside still varies like the source does.
   const inside: number[] = [];
@@ -223,15 +250,21 @@ test('syntheticOcclusionLevels gives nested patches at 0, 20, 40 and 60 % of the
   const image = texturedImage(100, 100, () => 100);
   const box: Box = { x: 20, y: 15, width: 60, height: 70 };
   const levels = syntheticOcclusionLevels(image, box, seededRandom(3));
-  t.deepEqual(levels.map((l) => l.level), [0, 0.2, 0.4, 0.6]);
+  t.deepEqual(
+    levels.map((l) => l.level),
+    [0, 0.2, 0.4, 0.6],
+  );
   t.deepEqual(levels[0].image.data, image.data);
-  for (const l of levels) t.true(Math.abs(l.coverage - l.level) < 0.01, `${l.level}: ${l.coverage}`);
+  for (const l of levels)
+    t.true(Math.abs(l.coverage - l.level) < 0.01, `${l.level}: ${l.coverage}`);
 
   // Each level hides what the lower one hid, with the same fill where they overlap.
   for (let n = 2; n < levels.length; n++) {
     for (let k = 0; k < levels[n - 1].mask.length; k++) {
       if (levels[n - 1].mask[k] && !levels[n].mask[k]) {
-        t.fail(`level ${levels[n].level} leaves pixel ${k} of level ${levels[n - 1].level} uncovered`);
+        t.fail(
+          `level ${levels[n].level} leaves pixel ${k} of level ${levels[n - 1].level} uncovered`,
+        );
         return;
       }
     }
