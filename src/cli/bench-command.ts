@@ -1,5 +1,7 @@
 import path from 'node:path';
 
+import sharp from 'sharp';
+
 import {
   runBenchmark,
   type BenchmarkOptions,
@@ -8,7 +10,11 @@ import {
 } from '../bench/run.ts';
 import { writeReport } from '../bench/report.ts';
 import { createEngine, type Engine, type EngineOptions } from '../engine/pool.ts';
+import { yawBin } from '../bench/metrics.ts';
 import { ReidbError, toReidbError } from '../errors.ts';
+import { decodeImage } from '../image/decode.ts';
+import { seededRandom, syntheticOcclusionLevels } from '../train/augment.ts';
+import type { Box } from '../types.ts';
 import { readFusionModel } from '../features/fusion-model-file.ts';
 import { createConcatFusion, referenceGeometryStats } from '../features/fusion.ts';
 import { buildFusionInput, createGatedFusion, meanGate } from '../features/gated-fusion.ts';
@@ -18,6 +24,7 @@ import { engineOptions } from './options.ts';
 
 export const BENCH_FLAGS: FlagSpec = {
   ablation: false,
+  'occlusion-levels': true,
   layout: true,
   pairs: true,
   protocol: true,
@@ -29,6 +36,8 @@ const LAYOUTS = ['folder', 'labels', 'cuhk01', 'cuhk03', 'market1501', 'msmt17']
 
 /** A face's features as the ablation re-fuses them. */
 interface RecordedFace {
+  /** Detection box in pixels. */
+  box: Box;
   appearance: Float32Array;
   geometry: Float32Array;
   yaw: number;
@@ -54,6 +63,7 @@ export function engineProvider(
             record?.set(
               file,
               analysis.faces.map((f) => ({
+                box: f.detection.box,
                 appearance: f.appearance,
                 geometry: f.geometry,
                 yaw: f.pose.yaw,
@@ -115,6 +125,12 @@ export async function benchCommand(ctx: CommandContext): Promise<CommandOutput> 
   const json: Record<string, unknown> = { ...result };
   if (args.flags.ablation) {
     json.ablation = await ablation(options, bench, recorded, logger, ctx.stderr);
+    const modelFile = options.pipeline?.fusionModel;
+    if (modelFile) json.ablationGateByYaw = gateByYaw(modelFile, recorded);
+    const levels = parseLevels(str(args, 'occlusion-levels'));
+    if (levels.length > 0) {
+      json.ablationOcclusion = await occlusionLevels(options, bench, recorded, levels, logger, ctx.stderr);
+    }
   }
 
   const out = str(args, 'out');
@@ -221,6 +237,149 @@ async function ablation(
     row('gated', r, meanGate(model.params, inputs));
   }
   return rows;
+}
+
+/** `--occlusion-levels 0.2,0.4,0.6`: shares of the face box in (0, 1). */
+function parseLevels(value?: string): number[] {
+  if (value === undefined) return [];
+  const levels = value.split(',').map((v) => Number(v.trim()));
+  if (levels.some((l) => !(l > 0 && l < 1))) {
+    throw new ReidbError(
+      'invalid_argument',
+      `--occlusion-levels must be shares of the face box in (0, 1), as 0.2,0.4; got '${value}'`,
+      { input: '--occlusion-levels' },
+    );
+  }
+  return levels;
+}
+
+/** The gated fusion's mean gate on appearance and geometry, per mesh-estimated yaw bin. */
+function gateByYaw(
+  modelFile: string,
+  recorded: Map<string, RecordedFace[]>,
+): Record<string, { faces: number; appearance: number; geometry: number }> {
+  const model = readFusionModel(modelFile);
+  const bins = new Map<string, Float32Array[]>();
+  for (const faces of recorded.values()) {
+    const f = faces[0];
+    if (!f) continue;
+    const bin = yawBin(f.yaw);
+    bins.set(bin, [...(bins.get(bin) ?? []), buildFusionInput(model.params, f.appearance, f.geometry)]);
+  }
+  return Object.fromEntries(
+    [...bins].map(([bin, xs]) => [bin, { faces: xs.length, ...meanGate(model.params, xs) }]),
+  );
+}
+
+/** Rank-1 and mAP of the appearance-based rows with every image occluded at one level. */
+export interface OcclusionLevelRow {
+  level: number;
+  /** Mean measured share of the face box under the patch. */
+  coverage: number;
+  noFace: number;
+  rows: { name: string; rank1: number | null; mAP: number | null }[];
+  meanGate?: { appearance: number; geometry: number };
+}
+
+/**
+ * Synthetic occlusion: every image (probe and gallery alike) gets a noise patch over the given
+ * share of its best face's box (nested patches, one seed per file), then goes through the mesh
+ * pipeline again; the aligned, concat and gated rows are evaluated on those features. A face
+ * the pipeline no longer finds counts as no face, as in the main run.
+ */
+async function occlusionLevels(
+  options: EngineOptions,
+  bench: (align: 'mesh' | 'raw') => BenchmarkOptions,
+  recorded: Map<string, RecordedFace[]>,
+  levels: number[],
+  logger: CommandContext['logger'],
+  progress: (s: string) => void,
+): Promise<OcclusionLevelRow[]> {
+  const meshOptions: EngineOptions = {
+    ...options,
+    pipeline: { ...options.pipeline, alignMode: 'mesh', fusion: 'appearance', fusionModel: undefined },
+  };
+  const modelFile = options.pipeline?.fusionModel;
+  const model = modelFile ? readFusionModel(modelFile) : null;
+  const out: OcclusionLevelRow[] = [];
+
+  await withEngine(meshOptions, async (engine) => {
+    for (const level of levels) {
+      progress(`ablation: occlusion level ${level}\n`);
+      const occluded = new Map<string, RecordedFace[]>();
+      const coverages: number[] = [];
+      await Promise.all(
+        [...recorded].map(async ([file, faces]) => {
+          if (faces.length === 0) return occluded.set(file, []);
+          const image = await decodeImage(file);
+          const random = seededRandom(hashString(file));
+          const [variant] = syntheticOcclusionLevels(image, faces[0].box, random, { levels: [level] });
+          coverages.push(variant.coverage);
+          const png = await sharp(Buffer.from(variant.image.data), {
+            raw: { width: image.width, height: image.height, channels: 3 },
+          })
+            .png()
+            .toBuffer();
+          const { analysis } = await engine.analyseBuffer(png, file);
+          occluded.set(
+            file,
+            analysis.faces.map((f) => ({
+              box: f.detection.box,
+              appearance: f.appearance,
+              geometry: f.geometry,
+              yaw: f.pose.yaw,
+              pitch: f.pose.pitch,
+              roll: f.pose.roll,
+              quality: f.quality,
+            })),
+          );
+        }),
+      );
+
+      const appearanceDim = faceDim(recorded);
+      const concat = createConcatFusion({ appearanceDim });
+      const fusions: [string, (f: RecordedFace) => Float32Array][] = [
+        ['aligned', (f) => unitVector(f.appearance)],
+        ['concat', (f) => concat.fuse(f.appearance, f.geometry)],
+      ];
+      if (model) {
+        const gated = createGatedFusion(model);
+        fusions.push(['gated', (f) => gated.fuse(f.appearance, f.geometry)]);
+      }
+      const rows: OcclusionLevelRow['rows'] = [];
+      for (const [name, fuse] of fusions) {
+        const r = await runBenchmark(bench('mesh'), recordedProvider(occluded, fuse), logger);
+        rows.push({ name, rank1: r.rank1, mAP: r.mAP });
+      }
+      const firstFaces = [...occluded.values()].flatMap((faces) => faces.slice(0, 1));
+      out.push({
+        level,
+        coverage: coverages.reduce((a, b) => a + b, 0) / Math.max(1, coverages.length),
+        noFace: [...occluded.values()].filter((faces) => faces.length === 0).length,
+        rows,
+        ...(model
+          ? {
+              meanGate: meanGate(
+                model.params,
+                firstFaces.map((f) => buildFusionInput(model.params, f.appearance, f.geometry)),
+              ),
+            }
+          : {}),
+      });
+    }
+  });
+  return out;
+}
+
+function faceDim(recorded: Map<string, RecordedFace[]>): number {
+  return [...recorded.values()].find((f) => f.length > 0)?.[0].appearance.length ?? 128;
+}
+
+/** FNV-1a of a string: a stable per-file seed. */
+function hashString(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
 }
 
 /** A FeatureProvider over features recorded earlier, with another fusion applied. */
