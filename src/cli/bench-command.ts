@@ -129,7 +129,14 @@ export async function benchCommand(ctx: CommandContext): Promise<CommandOutput> 
     if (modelFile) json.ablationGateByYaw = gateByYaw(modelFile, recorded);
     const levels = parseLevels(str(args, 'occlusion-levels'));
     if (levels.length > 0) {
-      json.ablationOcclusion = await occlusionLevels(options, bench, recorded, levels, logger, ctx.stderr);
+      json.ablationOcclusion = await occlusionLevels(
+        options,
+        bench,
+        recorded,
+        levels,
+        logger,
+        ctx.stderr,
+      );
     }
   }
 
@@ -264,7 +271,10 @@ function gateByYaw(
     const f = faces[0];
     if (!f) continue;
     const bin = yawBin(f.yaw);
-    bins.set(bin, [...(bins.get(bin) ?? []), buildFusionInput(model.params, f.appearance, f.geometry)]);
+    bins.set(bin, [
+      ...(bins.get(bin) ?? []),
+      buildFusionInput(model.params, f.appearance, f.geometry),
+    ]);
   }
   return Object.fromEntries(
     [...bins].map(([bin, xs]) => [bin, { faces: xs.length, ...meanGate(model.params, xs) }]),
@@ -297,7 +307,12 @@ async function occlusionLevels(
 ): Promise<OcclusionLevelRow[]> {
   const meshOptions: EngineOptions = {
     ...options,
-    pipeline: { ...options.pipeline, alignMode: 'mesh', fusion: 'appearance', fusionModel: undefined },
+    pipeline: {
+      ...options.pipeline,
+      alignMode: 'mesh',
+      fusion: 'appearance',
+      fusionModel: undefined,
+    },
   };
   const modelFile = options.pipeline?.fusionModel;
   const model = modelFile ? readFusionModel(modelFile) : null;
@@ -313,7 +328,9 @@ async function occlusionLevels(
           if (faces.length === 0) return occluded.set(file, []);
           const image = await decodeImage(file);
           const random = seededRandom(hashString(file));
-          const [variant] = syntheticOcclusionLevels(image, faces[0].box, random, { levels: [level] });
+          const [variant] = syntheticOcclusionLevels(image, faces[0].box, random, {
+            levels: [level],
+          });
           coverages.push(variant.coverage);
           const png = await sharp(Buffer.from(variant.image.data), {
             raw: { width: image.width, height: image.height, channels: 3 },
