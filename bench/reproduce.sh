@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Re-runs every benchmark whose figures the README quotes, writing JSON and reports to OUT
-# (default out/bench). Takes about 35 minutes on a 2-core machine.
+# (default out/bench). Takes about 50 minutes on a 2-core machine.
 #   bash bench/reproduce.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ run train-augmented npx reidb train --layout folder $data/celeba_wild --out "$ou
   --cache "$out/celeba-features-aug2.json" --augment 2 --contact-sheet "$out/augment-sheet.png" \
   --epochs 30 --json
 run lfw-ablation npx reidb bench --layout folder $data/lfw_multi --pairs $data/lfw_multi/pairs.csv \
-  --ablation --fusion "$out/fusion-celeba.reidbfus" --json
+  --ablation --fusion "$out/fusion-celeba.reidbfus" --occlusion-levels 0.2,0.4,0.6 --json
 run pointing04-ablation npx reidb bench --layout folder $data/pointing04_headpose \
   --protocol frontal-gallery --ablation --fusion "$out/fusion-celeba.reidbfus" --json
 run mfr2-ablation npx reidb bench --layout folder $data/mfr2_masked \
