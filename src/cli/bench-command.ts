@@ -9,6 +9,7 @@ import {
   type FeatureProvider,
 } from '../bench/run.ts';
 import { writeReport } from '../bench/report.ts';
+import type { Analysis } from '../engine/pipeline.ts';
 import { createEngine, type Engine, type EngineOptions } from '../engine/pool.ts';
 import { yawBin } from '../bench/metrics.ts';
 import { ReidbError, toReidbError } from '../errors.ts';
@@ -46,6 +47,19 @@ interface RecordedFace {
   quality: number;
 }
 
+/** The part of an analysis the ablation keeps for each face. */
+function recordedFaces(analysis: Analysis): RecordedFace[] {
+  return analysis.faces.map((f) => ({
+    box: f.detection.box,
+    appearance: f.appearance,
+    geometry: f.geometry,
+    yaw: f.pose.yaw,
+    pitch: f.pose.pitch,
+    roll: f.pose.roll,
+    quality: f.quality,
+  }));
+}
+
 /**
  * A FeatureProvider that runs the real face pipeline on the engine's worker threads;
  * `record`, when given, receives every file's faces (for the ablation's re-fusions).
@@ -60,18 +74,7 @@ export function engineProvider(
       const jobs = files.map((file) =>
         engine.analyseFile(file).then(
           ({ analysis, decodeMs }) => {
-            record?.set(
-              file,
-              analysis.faces.map((f) => ({
-                box: f.detection.box,
-                appearance: f.appearance,
-                geometry: f.geometry,
-                yaw: f.pose.yaw,
-                pitch: f.pose.pitch,
-                roll: f.pose.roll,
-                quality: f.quality,
-              })),
-            );
+            record?.set(file, recordedFaces(analysis));
             return {
               file,
               faces: analysis.faces.map((f) => ({
@@ -338,18 +341,7 @@ async function occlusionLevels(
             .png()
             .toBuffer();
           const { analysis } = await engine.analyseBuffer(png, file);
-          occluded.set(
-            file,
-            analysis.faces.map((f) => ({
-              box: f.detection.box,
-              appearance: f.appearance,
-              geometry: f.geometry,
-              yaw: f.pose.yaw,
-              pitch: f.pose.pitch,
-              roll: f.pose.roll,
-              quality: f.quality,
-            })),
-          );
+          occluded.set(file, recordedFaces(analysis));
         }),
       );
 

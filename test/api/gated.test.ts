@@ -12,6 +12,7 @@ import { initGatedFusionParams } from '../../src/features/gated-fusion.ts';
 import { openGallery } from '../../src/gallery/gallery.ts';
 import { hasData } from '../helpers/data.ts';
 import { lfw } from '../helpers/images.ts';
+import { untrainedSummary } from '../helpers/fusion.ts';
 
 test('with a trained fusion configured, the HTTP API indexes its 128-D vectors', async (t) => {
   if (!hasData(t)) return;
@@ -25,18 +26,7 @@ test('with a trained fusion configured, the HTTP API indexes its 128-D vectors',
       embedderId: 'dlib-resnet-v1',
       alignMode: 'mesh',
       createdAt: new Date().toISOString(),
-      training: {
-        data: ['test'],
-        trainIdentities: 0,
-        valIdentities: 0,
-        trainFaces: 0,
-        valFaces: 0,
-        epochs: 0,
-        loss: { triplet: 0.7, ce: 0.3 },
-        optimiser: 'adamw',
-        seed: 1,
-      },
-      metrics: { valMAP: 0, valRank1: 0 },
+      ...untrainedSummary(),
     },
     initGatedFusionParams(128, 126, 3, undefined, { init: 'appearance-identity' }),
   );

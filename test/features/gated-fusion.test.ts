@@ -21,17 +21,7 @@ import type {
   FusionModelHeader,
   GatedFusionParams,
 } from '../../src/features/gated-fusion-types.ts';
-
-/** Deterministic values in [-1, 1). */
-function noise(count: number, seed: number): Float32Array {
-  const out = new Float32Array(count);
-  let s = seed >>> 0;
-  for (let i = 0; i < count; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
+import { noise, untrainedSummary } from '../helpers/fusion.ts';
 
 /** A plausible face: random appearance, geometry near the model's mean. */
 function face(params: GatedFusionParams, seed: number) {
@@ -57,18 +47,7 @@ function header(params: GatedFusionParams, id = 'gated-v1:test00000000'): Fusion
     outputDim: params.fc3.outputs,
     weightsSha256: '0'.repeat(64),
     createdAt: '2025-01-01T00:00:00Z',
-    training: {
-      data: [],
-      trainIdentities: 0,
-      valIdentities: 0,
-      trainFaces: 0,
-      valFaces: 0,
-      epochs: 0,
-      loss: { triplet: 0.7, ce: 0.3 },
-      optimiser: 'none',
-      seed: 1,
-    },
-    metrics: { valMAP: 0, valRank1: 0 },
+    ...untrainedSummary(),
   };
 }
 
@@ -255,7 +234,10 @@ test('createGatedFusion: id and dim from the model, fuse = forward(buildFusionIn
   t.deepEqual(fused, forwardGatedFusion(params, buildFusionInput(params, appearance, geometry)));
 
   // Scale of the appearance embedding does not matter; its direction does.
-  const scaled = fusion.fuse(appearance.map((v) => v * 7), geometry);
+  const scaled = fusion.fuse(
+    appearance.map((v) => v * 7),
+    geometry,
+  );
   t.true(scaled.every((v, i) => Math.abs(v - fused[i]) < 1e-6));
   t.is(codeOf(t.throws(() => fusion.fuse(new Float32Array(512), geometry))), 'invalid_argument');
 });

@@ -21,17 +21,7 @@ import type {
   GatedFusionParams,
 } from '../../src/features/gated-fusion-types.ts';
 import { createOnnxFusion, exportFusionToOnnx } from '../../src/features/onnx-fusion.ts';
-
-/** Deterministic values in [-1, 1). */
-function noise(count: number, seed: number): Float32Array {
-  const out = new Float32Array(count);
-  let s = seed >>> 0;
-  for (let i = 0; i < count; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
+import { noise, untrainedSummary } from '../helpers/fusion.ts';
 
 /** Parameters with non-zero biases, so a dropped Add would show. */
 function params(appearanceDim: number, seed: number): GatedFusionParams {
@@ -55,18 +45,7 @@ function model(p: GatedFusionParams, id: string): GatedFusionModel {
     outputDim: p.fc3.outputs,
     weightsSha256: '0'.repeat(64),
     createdAt: '2025-01-01T00:00:00Z',
-    training: {
-      data: [],
-      trainIdentities: 0,
-      valIdentities: 0,
-      trainFaces: 0,
-      valFaces: 0,
-      epochs: 0,
-      loss: { triplet: 0.7, ce: 0.3 },
-      optimiser: 'none',
-      seed: 0,
-    },
-    metrics: { valMAP: 0, valRank1: 0 },
+    ...untrainedSummary(),
   };
   return { header, params: p };
 }
