@@ -25,8 +25,16 @@ export type ErrorCode =
   | 'gallery_corrupt'
   | 'gallery_locked'
   | 'gallery_not_found'
+  // access, policy and compliance
+  | 'unauthorized'
+  | 'forbidden'
+  | 'auth_required'
+  | 'key_not_found'
+  | 'audit_tampered'
+  | 'export_invalid'
   // requests and arguments
   | 'invalid_argument'
+  | 'overloaded'
   | 'port_in_use'
   | 'payload_too_large'
   | 'unsupported_media_type'

@@ -8,8 +8,14 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'corrupt_image':
     case 'invalid_argument':
     case 'invalid_identity':
+    case 'export_invalid':
       return 400;
+    case 'unauthorized':
+      return 401;
+    case 'forbidden':
+      return 403;
     case 'identity_not_found':
+    case 'key_not_found':
     case 'not_found':
     case 'file_not_found':
     case 'gallery_not_found':
@@ -27,6 +33,9 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'no_face':
     case 'ambiguous_face':
       return 422;
+    case 'overloaded':
+    case 'auth_required':
+      return 503;
     default:
       return 500;
   }
