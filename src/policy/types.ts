@@ -83,3 +83,48 @@ export interface LedgerEntry {
   reason: 'erase' | 'retention';
   actor: string;
 }
+
+/** Every AuditAction, in the order of the type; for checking input at run time. */
+export const AUDIT_ACTIONS: readonly AuditAction[] = [
+  'enrol',
+  'search',
+  'read',
+  'list',
+  'export_identity',
+  'erase',
+  'retention_erase',
+  'erasure_reapplied',
+  'policy_change',
+  'key_create',
+  'key_revoke',
+  'gallery_export',
+  'gallery_import',
+  'audit_export',
+];
+
+/** Why faces were erased: on request ('erase') or because they expired ('retention'). */
+export type ErasureReason = 'erase' | 'retention';
+
+/** What `AuditTrail.rows` returns: all rows, or one identity's, from a seq, at most `limit`. */
+export interface AuditFilter {
+  /** Only rows about this pseudonymous reference. */
+  identityRef?: string;
+  /** Only rows with seq >= fromSeq (1-based). */
+  fromSeq?: number;
+  /** At most this many rows (a positive integer). */
+  limit?: number;
+}
+
+/**
+ * One identity's record as sealed for an export: AES-256-GCM under that identity's export
+ * key, with the key id and the deployment id as associated data. All fields but keyId are
+ * standard base64.
+ */
+export interface SealedRecord {
+  keyId: string;
+  /** 12 random bytes. */
+  iv: string;
+  /** The 16-byte GCM authentication tag. */
+  tag: string;
+  data: string;
+}
