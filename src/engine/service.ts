@@ -7,8 +7,11 @@ import {
   MAX_K,
   type EnrolFace,
   type Gallery,
+  type IdentityPolicy,
   type Match,
 } from '../gallery/gallery.ts';
+import { decodeImage } from '../image/decode.ts';
+import { makeThumbnail } from '../image/thumbnail.ts';
 import { validateIdentity } from '../gallery/identity.ts';
 import type { Box, FaceFeatures } from '../types.ts';
 import type { Engine, EngineResult } from './pool.ts';
@@ -100,20 +103,33 @@ function toEnrolFace(face: FaceFeatures, item: EnrolItem): EnrolFace {
   };
 }
 
+/** What an enrolment records besides the faces. */
+export interface EnrolOptions {
+  /** Recorded for every identity of the call (keep-for in seconds, legal basis, purpose). */
+  policy?: IdentityPolicy;
+}
+
 /**
  * Enrols images: each is analysed on the engine's workers, one face is chosen per image
  * (pickEnrolmentFace), and the faces of each identity are written in one transaction.
- * A bad image is listed in `skipped` with its code and never stops the batch.
+ * A bad image is listed in `skipped` with its code and never stops the batch. A thumbnail of
+ * each face is stored only when the gallery's policy asks for one; nothing else of the image
+ * is kept.
  */
 export async function enrolImages(
   engine: Engine,
   gallery: Gallery,
   items: EnrolItem[],
+  options: EnrolOptions = {},
 ): Promise<EnrolReport> {
   gallery.ensureConfig(engine.identity);
+  const thumbnails = gallery.policy().thumbnails;
 
   const skipped: Skipped[] = [];
-  const byIdentity = new Map<string, { item: EnrolItem; face: FaceFeatures; note?: string }[]>();
+  const byIdentity = new Map<
+    string,
+    { item: EnrolItem; face: FaceFeatures; note?: string; thumbnail?: Buffer }[]
+  >();
 
   const results = await Promise.all(
     items.map(async (item) => {
@@ -122,7 +138,11 @@ export async function enrolImages(
         validateIdentity(item.identity);
         const { analysis } = await analyse(engine, item.image);
         const picked = pickEnrolmentFace(analysis, name);
-        return { item, face: picked.face, note: picked.note };
+        const thumbnail =
+          thumbnails === 'off'
+            ? undefined
+            : await thumbnailOf(item.image, picked.face, thumbnails === 'blurred');
+        return { item, face: picked.face, note: picked.note, thumbnail };
       } catch (e) {
         const err = toReidbError(e, name);
         skipped.push({ file: name, code: err.code, message: err.message });
@@ -148,7 +168,9 @@ export async function enrolImages(
       try {
         faceIds = gallery.enrol(
           identity,
-          chunk.map((r) => toEnrolFace(r.face, r.item)),
+          chunk.map((r) => ({ ...toEnrolFace(r.face, r.item), thumbnail: r.thumbnail })),
+          undefined,
+          options.policy,
         ).faceIds;
       } catch (e) {
         const err = toReidbError(e, identity);
@@ -177,6 +199,15 @@ export async function enrolImages(
 
   const identities = [...new Set(enrolled.map((e) => e.identity))];
   return { enrolled, identities, skipped };
+}
+
+/** The thumbnail of an enrolled face, from the image decoded once more (upright, sRGB). */
+async function thumbnailOf(image: ImageInput, face: FaceFeatures, blurred: boolean) {
+  const decoded =
+    'file' in image
+      ? await decodeImage(image.file)
+      : await decodeImage(Buffer.from(image.buffer), { name: image.name });
+  return makeThumbnail(decoded, face.detection.box, blurred);
 }
 
 /**

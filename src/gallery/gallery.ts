@@ -3,14 +3,20 @@ import path from 'node:path';
 
 import { ReidbError } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
+import { openDeployment, type Deployment } from '../policy/deployment.ts';
+import { MAX_DURATION_SECONDS } from '../policy/duration.ts';
 import { validateIdentity } from './identity.ts';
 import { acquireGalleryLock } from './lock.ts';
 import {
   GalleryStore,
   type EnrolFace,
+  type ExpiredFace,
   type GalleryConfig,
+  type GalleryPolicy,
+  type IdentityPolicy,
   type IdentityRecord,
   type IndexState,
+  type StoredFace,
 } from './store.ts';
 import {
   loadIndexFile,
@@ -19,7 +25,16 @@ import {
   type VectorIndexOptions,
 } from './vector-index.ts';
 
-export type { EnrolFace, FaceRecord, GalleryConfig, IdentityRecord } from './store.ts';
+export type {
+  EnrolFace,
+  ExpiredFace,
+  FaceRecord,
+  GalleryConfig,
+  GalleryPolicy,
+  IdentityPolicy,
+  IdentityRecord,
+  StoredFace,
+} from './store.ts';
 
 /** The SQLite file inside a gallery directory (WAL files sit beside it). */
 export const DATABASE_FILE = 'gallery.sqlite';
@@ -32,6 +47,28 @@ export const MAX_FACES_PER_ENROLMENT = 1000;
 
 /** Largest identity metadata, in bytes of JSON. */
 export const MAX_METADATA_BYTES = 64 * 1024;
+
+/** Longest legal basis or purpose text, in characters. */
+export const MAX_POLICY_TEXT = 1000;
+
+/** Longest keep-for: 100 years, in seconds; the longest duration parseDuration accepts. */
+export const MAX_KEEP_FOR_SECONDS = MAX_DURATION_SECONDS;
+
+/** Who did an erasure and why, for the erasure ledger. */
+export interface ErasureOptions {
+  /** Audit actor: `key:<id>`, `cli:<user>`, `system:retention`. Default 'unknown'. */
+  actor?: string;
+  /** Default 'erase'. */
+  reason?: 'erase' | 'retention';
+}
+
+/** What an erasure removed. */
+export interface ErasureResult {
+  /** Faces removed. */
+  faceIds: number[];
+  /** Identities removed whole (their last face went). */
+  identities: string[];
+}
 
 /** One gallery face returned by a search. */
 export interface Match {
@@ -122,6 +159,7 @@ export async function openGallery(dir: string, options: OpenGalleryOptions = {})
 
   const lock = acquireGalleryLock(dir);
   let store: GalleryStore | null = null;
+  let deployment: Deployment | null = null;
   try {
     const leftovers = removeTemporaryIndexFiles(indexDir);
     if (leftovers.length > 0) logger.warn('removed unfinished index files', { files: leftovers });
@@ -130,7 +168,8 @@ export async function openGallery(dir: string, options: OpenGalleryOptions = {})
       migrationsDir: options.migrationsDir,
       logger,
     });
-    const gallery = new Gallery(dir, store, {
+    deployment = openDeployment(dir, { logger });
+    const gallery = new Gallery(dir, store, deployment, {
       indexDir,
       logger,
       saveDelayMs: options.saveDelayMs ?? 1000,
@@ -141,6 +180,7 @@ export async function openGallery(dir: string, options: OpenGalleryOptions = {})
     return gallery;
   } catch (error) {
     store?.close();
+    deployment?.close();
     lock.release();
     throw error;
   }
@@ -159,10 +199,13 @@ interface GalleryOptions {
  * A face gallery: identities with their enrolled faces in SQLite (the truth) and an HNSW
  * index of the fused vectors (derived, rebuilt whenever in doubt). Create with openGallery.
  * Writes go to SQLite first; the index follows in memory at once and on disk after
- * `saveDelayMs`, on flush() and on close().
+ * `saveDelayMs`, on flush() and on close(). Its `deployment` (deployment.sqlite in the same
+ * directory) holds the keys, the audit trail and the erasure ledger, which outlive any
+ * restore of the gallery's own data.
  */
 export class Gallery {
   readonly dir: string;
+  readonly deployment: Deployment;
   private readonly store: GalleryStore;
   private readonly options: GalleryOptions;
   private readonly identityOfFace: (faceId: number) => string | undefined;
@@ -172,11 +215,15 @@ export class Gallery {
   private closed = false;
 
   /** Use openGallery; this constructor loads or rebuilds the index synchronously. */
-  constructor(dir: string, store: GalleryStore, options: GalleryOptions) {
+  constructor(dir: string, store: GalleryStore, deployment: Deployment, options: GalleryOptions) {
     this.dir = dir;
     this.store = store;
+    this.deployment = deployment;
     this.options = options;
     this.identityOfFace = store.identityOfFaceLookup();
+
+    // Before the index loads, so that it never holds a face the ledger says is erased.
+    this.reapplyLedger();
 
     const config = store.config();
     if (config !== null) this.index = this.loadIndex(config.fusedDim);
@@ -220,22 +267,26 @@ export class Gallery {
 
   /**
    * Enrols faces under `identity` in one transaction, creating the identity when it is new
-   * and adding to it otherwise; `metadata`, when given, replaces the identity's metadata.
+   * and adding to it otherwise; `metadata`, when given, replaces the identity's metadata, and
+   * so does each field given in `policy` (keep-for in seconds, legal basis, purpose).
    * Needs a configuration (ensureConfig). Throws invalid_identity, or invalid_argument for a
-   * bad face (wrong dimension, non-finite values, zero fused vector); nothing is stored then.
+   * bad face (wrong dimension, non-finite values, zero fused vector) or policy field; nothing
+   * is stored then.
    */
   enrol(
     identity: string,
     faces: EnrolFace[],
     metadata?: object,
-  ): { identity: string; faceIds: number[] } {
+    policy?: IdentityPolicy,
+  ): { identity: string; faceIds: number[]; faceUids: string[] } {
     this.assertOpen();
     validateIdentity(identity);
     const config = this.requireConfig();
     validateFaces(faces, config);
     const metadataObject = validateMetadata(metadata);
+    const policyFields = validateIdentityPolicy(policy ?? {});
 
-    const faceIds = this.store.enrol(identity, faces, metadataObject);
+    const { faceIds, faceUids } = this.store.enrol(identity, faces, metadataObject, policyFields);
 
     // SQLite has committed; the index follows. Should this fail, SQLite still has the faces
     // and a rebuild restores the index.
@@ -251,7 +302,7 @@ export class Gallery {
     }
     this.scheduleSave();
 
-    return { identity, faceIds };
+    return { identity, faceIds, faceUids };
   }
 
   /**
@@ -358,35 +409,139 @@ export class Gallery {
   }
 
   /**
-   * Erases an identity so that nothing of it remains in any file of the gallery: its rows are
-   * deleted in one transaction (secure_delete zeroes the freed bytes), the WAL is checkpointed
-   * and truncated, the identity's vectors are overwritten with noise inside the index
+   * Erases an identity so that nothing of it remains in any file of the gallery. In order:
+   * its face uids go into the erasure ledger (deployment.sqlite), so that a crash part-way,
+   * a restored backup or a re-imported export is cleaned at the next open; its rows are
+   * deleted in one transaction (secure_delete zeroes the freed bytes); the WAL is
+   * checkpointed and truncated; its vectors are overwritten with noise inside the index
    * (hnswlib's own delete only flags a vector, leaving its bytes) and the index file is
-   * rewritten atomically. Throws identity_not_found, changing nothing, when the identity is
-   * not enrolled.
+   * rewritten atomically; its export key is destroyed, which makes its records in earlier
+   * exports unreadable. Throws identity_not_found, changing nothing, when the identity is not
+   * enrolled.
    */
-  erase(identity: string): { identity: string; facesRemoved: number } {
+  erase(
+    identity: string,
+    options: ErasureOptions = {},
+  ): { identity: string; facesRemoved: number; identityRef: string } {
     this.assertOpen();
     validateIdentity(identity);
 
-    const faceIds = this.store.erase(identity);
-    if (faceIds === null) throw notFound(identity);
+    const uids = this.store.faceUidsOf(identity);
+    if (uids.length === 0 && this.store.identity(identity) === null) throw notFound(identity);
 
-    this.store.checkpointTruncate();
-    if (this.index !== null) {
-      try {
-        this.index.remove(faceIds);
-      } catch (cause) {
-        this.options.logger.error('overwriting erased vectors failed; rebuilding the index', {
-          error: (cause as Error).message,
-        });
-        this.index = this.rebuildIndex(this.index.dim);
-      }
-      this.saveNow();
+    const identityRef = this.deployment.identityRef(identity);
+    const removed = this.eraseFaces(uids, options, [identity]);
+    this.options.logger.info('identity erased', { facesRemoved: removed.faceIds.length });
+
+    return { identity, facesRemoved: removed.faceIds.length, identityRef };
+  }
+
+  /**
+   * Erases faces by uid as erase() does (ledger first, secure delete, WAL truncation, index
+   * overwrite, export keys destroyed), removing every identity left with no face. The
+   * retention job's way in. `alsoIdentities` names identities to remove even when they have
+   * no face left to erase (an identity enrolled with none cannot exist, but a crash can leave
+   * one). Unknown uids are ignored.
+   */
+  eraseFaces(
+    uids: string[],
+    options: ErasureOptions = {},
+    alsoIdentities: string[] = [],
+  ): ErasureResult {
+    this.assertOpen();
+    const actor = options.actor ?? 'unknown';
+    const reason = options.reason ?? 'erase';
+
+    // The ledger first: once it holds the uids, nothing can bring these faces back.
+    const owners = this.store.identitiesOfFaceUids(uids);
+    for (const [identity, faceUids] of owners) {
+      const identityRef = this.deployment.identityRef(identity);
+      this.deployment.ledger.record({ identityRef, faceUids, reason, actor });
     }
-    this.options.logger.info('identity erased', { facesRemoved: faceIds.length });
 
-    return { identity, facesRemoved: faceIds.length };
+    // Any erasure touching an identity retires its export key before its rows go, so no
+    // failure below can leave earlier exports of it readable; its next export gets a new key.
+    for (const identity of new Set([...owners.keys(), ...alsoIdentities])) {
+      this.deployment.exportKeys.destroy(this.deployment.identityRef(identity));
+    }
+
+    const removed = this.store.eraseFacesByUid(uids);
+    for (const identity of alsoIdentities) {
+      if (this.store.erase(identity) !== null) removed.identities.push(identity);
+    }
+    this.overwriteInIndex(removed.faceIds);
+
+    // The WAL truncations last: a reader holding one up delays the removal of old page images,
+    // never the erasure itself, and the error says so.
+    let failure: unknown = null;
+    for (const database of [this.store, this.deployment]) {
+      try {
+        database.checkpointTruncate();
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+    if (failure !== null) throw failure;
+
+    return { faceIds: removed.faceIds, identities: [...new Set(removed.identities)] };
+  }
+
+  /** The gallery's policy: keep-for, legal basis, purpose, thumbnails. */
+  policy(): GalleryPolicy {
+    this.assertOpen();
+    return this.store.policy();
+  }
+
+  /**
+   * Changes the gallery's policy: each field given replaces the stored one (null clears
+   * keep-for, legal basis or purpose). A shorter keep-for applies to faces already stored at
+   * the next retention run. Throws invalid_argument naming a bad field.
+   */
+  setPolicy(patch: Partial<Omit<GalleryPolicy, 'updatedAt'>>): GalleryPolicy {
+    this.assertOpen();
+    const fields = validateIdentityPolicy(patch);
+    const thumbnails = patch.thumbnails;
+    if (thumbnails !== undefined && !['off', 'on', 'blurred'].includes(thumbnails)) {
+      throw new ReidbError('invalid_argument', `thumbnails must be off, on or blurred`, {
+        input: 'thumbnails',
+      });
+    }
+    const unknown = Object.keys(patch).filter(
+      (key) => !['keepForSeconds', 'legalBasis', 'purpose', 'thumbnails'].includes(key),
+    );
+    if (unknown.length > 0) {
+      throw new ReidbError('invalid_argument', `unknown policy field ${unknown[0]}`, {
+        input: unknown[0],
+      });
+    }
+    return this.store.setPolicy({ ...fields, ...(thumbnails ? { thumbnails } : {}) });
+  }
+
+  /** Faces due for erasure under the retention policy at `now` (default: now), oldest first. */
+  expiredFaces(now: Date = new Date()): ExpiredFace[] {
+    this.assertOpen();
+    return this.store.expiredFaces(now);
+  }
+
+  /**
+   * Everything the gallery holds about an identity, vectors and thumbnails included: for
+   * subject access and exports. identity_not_found if absent.
+   */
+  identityData(identity: string): { record: IdentityRecord; faces: StoredFace[] } {
+    const record = this.getIdentity(identity);
+    return { record, faces: this.store.identityFaceData(identity) };
+  }
+
+  /** Labels of every identity, in enrolment order. */
+  identityLabels(): string[] {
+    this.assertOpen();
+    return this.store.identityLabels();
+  }
+
+  /** Which of these face uids the gallery holds. */
+  heldFaceUids(uids: string[]): Set<string> {
+    this.assertOpen();
+    return this.store.heldFaceUids(uids);
   }
 
   /**
@@ -434,10 +589,55 @@ export class Gallery {
       if (this.saveTimer !== null) clearTimeout(this.saveTimer);
       try {
         this.store.close();
+        this.deployment.close();
       } finally {
         this.options.release();
       }
     }
+  }
+
+  /**
+   * Deletes every face the erasure ledger lists: the gallery.sqlite may be a copy restored
+   * from before an erasure, or a crash may have stopped an erasure after its ledger entry.
+   * The index, loaded after this, catches up with SQLite and overwrites their vectors.
+   */
+  private reapplyLedger(): void {
+    const erased = [...this.deployment.ledger.erasedAmong(this.store.allFaceUids())];
+    if (erased.length === 0) return;
+
+    const owners = this.store.identitiesOfFaceUids(erased);
+    const removed = this.store.eraseFacesByUid(erased);
+    this.store.checkpointTruncate();
+    for (const identity of owners.keys()) {
+      this.deployment.exportKeys.destroy(this.deployment.identityRef(identity));
+    }
+    for (const [identity, faceUids] of owners) {
+      this.deployment.audit.append({
+        actor: 'system:open',
+        action: 'erasure_reapplied',
+        identityRef: this.deployment.identityRef(identity),
+        details: { faces: faceUids.length, identityRemoved: removed.identities.includes(identity) },
+      });
+    }
+    this.deployment.checkpointTruncate();
+    this.options.logger.warn('erasure ledger re-applied: the gallery held erased faces', {
+      faces: removed.faceIds.length,
+      identities: owners.size,
+    });
+  }
+
+  /** Overwrites erased faces' vectors in the index and saves it; rebuilds it on failure. */
+  private overwriteInIndex(faceIds: number[]): void {
+    if (this.index === null || faceIds.length === 0) return;
+    try {
+      this.index.remove(faceIds);
+    } catch (cause) {
+      this.options.logger.error('overwriting erased vectors failed; rebuilding the index', {
+        error: (cause as Error).message,
+      });
+      this.index = this.rebuildIndex(this.index.dim);
+    }
+    this.saveNow();
   }
 
   /**
@@ -668,6 +868,41 @@ function validateFaces(faces: EnrolFace[], config: GalleryConfig): void {
       if (!isUsableVector(vector)) fail(field, 'must be finite and non-zero');
     }
   });
+}
+
+/** Checks the policy fields of an enrolment or a policy change; returns those given. */
+function validateIdentityPolicy(policy: IdentityPolicy): IdentityPolicy {
+  const out: IdentityPolicy = {};
+  const keep = policy.keepForSeconds;
+  if (keep !== undefined) {
+    if (keep !== null && (!Number.isInteger(keep) || keep < 1 || keep > MAX_KEEP_FOR_SECONDS)) {
+      throw new ReidbError(
+        'invalid_argument',
+        `keep-for must be a whole number of seconds from 1 to ${MAX_KEEP_FOR_SECONDS} (100 years)`,
+        { input: 'keepFor' },
+      );
+    }
+    out.keepForSeconds = keep;
+  }
+  for (const field of ['legalBasis', 'purpose'] as const) {
+    const value: unknown = policy[field];
+    if (value === undefined) continue;
+    if (
+      value !== null &&
+      (typeof value !== 'string' ||
+        value.trim().length === 0 ||
+        value.length > MAX_POLICY_TEXT ||
+        /[\u0000-\u001f\u007f]/.test(value))
+    ) {
+      throw new ReidbError(
+        'invalid_argument',
+        `${field} must be text of 1..${MAX_POLICY_TEXT} characters without control characters`,
+        { input: field },
+      );
+    }
+    out[field] = value as string | null;
+  }
+  return out;
 }
 
 function validateMetadata(metadata: object | undefined): Record<string, unknown> | undefined {

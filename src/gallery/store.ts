@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+
 import Database from 'better-sqlite3';
 
 import { ReidbError } from '../errors.ts';
@@ -34,11 +36,47 @@ export interface EnrolFace {
   appearance: Float32Array;
   geometry: Float32Array;
   fused: Float32Array;
+  /** JPEG of the face box, stored only when the gallery's policy asks for thumbnails. */
+  thumbnail?: Buffer;
+  /** Set by an import only: the face's uid and enrolment time in the gallery it came from. */
+  uid?: string;
+  enrolledAt?: string;
+}
+
+/** What the gallery records about itself (Art. 30): one policy for all its identities. */
+export interface GalleryPolicy {
+  /** Faces expire this long after their enrolment; null keeps them until erased. Seconds. */
+  keepForSeconds: number | null;
+  legalBasis: string | null;
+  purpose: string | null;
+  /** Whether enrolment stores a thumbnail of the face box, and whether it is blurred. */
+  thumbnails: 'off' | 'on' | 'blurred';
+  updatedAt: string;
+}
+
+/** What an enrolment may record for its identity; each field overrides the gallery's. */
+export interface IdentityPolicy {
+  /** Seconds; null or absent: the gallery's policy decides. */
+  keepForSeconds?: number | null;
+  legalBasis?: string | null;
+  purpose?: string | null;
+}
+
+/** A face that the retention policy says is due for erasure. */
+export interface ExpiredFace {
+  identity: string;
+  faceId: number;
+  uid: string;
+  enrolledAt: string;
+  /** When it expired: enrolledAt + keep-for, ISO-8601. */
+  expiredAt: string;
 }
 
 /** A stored face as reported to callers: never its vectors. */
 export interface FaceRecord {
   faceId: number;
+  /** Random id of the face, stable across backups and exports (see the erasure ledger). */
+  uid: string;
   source: string;
   camera: string | null;
   capturedAt: string | null;
@@ -48,13 +86,24 @@ export interface FaceRecord {
   quality: number;
   detectorScore: number;
   meshScore: number;
+  /** Whether a thumbnail is stored for the face. */
+  thumbnail: boolean;
 }
 
 export interface IdentityRecord {
   identity: string;
   createdAt: string;
   metadata: Record<string, unknown>;
+  /** What the enrolment recorded for this identity; null fields follow the gallery policy. */
+  policy: { keepForSeconds: number | null; legalBasis: string | null; purpose: string | null };
   faces: FaceRecord[];
+}
+
+/** A stored face with everything kept about it: for subject access and exports. */
+export interface StoredFace extends EnrolFace {
+  faceId: number;
+  uid: string;
+  enrolledAt: string;
 }
 
 /** What the index file should hold, kept by triggers in step with the faces table. */
@@ -85,6 +134,7 @@ const CONFIG_KEYS = {
 
 interface FaceRow {
   id: number;
+  uid: string;
   source: string;
   camera: string | null;
   captured_at: string | null;
@@ -99,6 +149,7 @@ interface FaceRow {
   quality: number;
   detector_score: number;
   mesh_score: number;
+  has_thumbnail: number;
 }
 
 /** The bytes of a float32 array, without copying, for a BLOB column. */
@@ -231,10 +282,15 @@ export class GalleryStore {
 
   /**
    * Adds faces to an identity, creating it when new, in one transaction. `metadata`, when
-   * given, replaces the identity's metadata. Returns the new face ids in input order.
-   * Inputs must already be validated.
+   * given, replaces the identity's metadata; so does each field of `policy` that is given.
+   * Returns the new face ids and uids in input order. Inputs must already be validated.
    */
-  enrol(identity: string, faces: EnrolFace[], metadata?: Record<string, unknown>): number[] {
+  enrol(
+    identity: string,
+    faces: EnrolFace[],
+    metadata?: Record<string, unknown>,
+    policy: IdentityPolicy = {},
+  ): { faceIds: number[]; faceUids: string[] } {
     const now = new Date().toISOString();
     const findIdentity = this.db.prepare('SELECT id FROM identities WHERE external_id = ?');
     const insertIdentity = this.db.prepare(
@@ -242,11 +298,16 @@ export class GalleryStore {
     );
     const updateMetadata = this.db.prepare('UPDATE identities SET metadata = ? WHERE id = ?');
     const insertFace = this.db.prepare(
-      `INSERT INTO faces (identity_id, source, camera, captured_at, enrolled_at,
+      `INSERT INTO faces (identity_id, uid, source, camera, captured_at, enrolled_at,
          box_x, box_y, box_w, box_h, yaw, pitch, roll, quality, detector_score, mesh_score,
-         appearance, geometry, fused)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         appearance, geometry, fused, thumbnail)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
+    const policyColumns = {
+      keepForSeconds: 'keep_for_seconds',
+      legalBasis: 'legal_basis',
+      purpose: 'purpose',
+    } as const;
 
     return this.db.transaction(() => {
       const metadataJson = metadata === undefined ? undefined : JSON.stringify(metadata);
@@ -259,14 +320,23 @@ export class GalleryStore {
         identityId = existing.id;
         if (metadataJson !== undefined) updateMetadata.run(metadataJson, identityId);
       }
+      for (const [field, column] of Object.entries(policyColumns)) {
+        const value = policy[field as keyof IdentityPolicy];
+        if (value === undefined) continue;
+        this.db.prepare(`UPDATE identities SET ${column} = ? WHERE id = ?`).run(value, identityId);
+      }
 
-      return faces.map((face) => {
+      const faceIds: number[] = [];
+      const faceUids: string[] = [];
+      for (const face of faces) {
+        const uid = face.uid ?? randomBytes(16).toString('hex');
         const result = insertFace.run(
           identityId,
+          uid,
           face.source,
           face.camera ?? null,
           face.capturedAt ?? null,
-          now,
+          face.enrolledAt ?? now,
           face.box.x,
           face.box.y,
           face.box.width,
@@ -280,23 +350,39 @@ export class GalleryStore {
           float32ToBlob(face.appearance),
           float32ToBlob(face.geometry),
           float32ToBlob(face.fused),
+          face.thumbnail ?? null,
         );
-        return Number(result.lastInsertRowid);
-      });
+        faceIds.push(Number(result.lastInsertRowid));
+        faceUids.push(uid);
+      }
+      return { faceIds, faceUids };
     })();
   }
 
   /** An identity with its faces (no vectors), or null when it is not enrolled. */
   identity(identity: string): IdentityRecord | null {
     const row = this.db
-      .prepare('SELECT id, created_at, metadata FROM identities WHERE external_id = ?')
-      .get(identity) as { id: number; created_at: string; metadata: string } | undefined;
+      .prepare(
+        `SELECT id, created_at, metadata, keep_for_seconds, legal_basis, purpose
+           FROM identities WHERE external_id = ?`,
+      )
+      .get(identity) as
+      | {
+          id: number;
+          created_at: string;
+          metadata: string;
+          keep_for_seconds: number | null;
+          legal_basis: string | null;
+          purpose: string | null;
+        }
+      | undefined;
     if (row === undefined) return null;
 
     const faces = this.db
       .prepare(
-        `SELECT id, source, camera, captured_at, enrolled_at, box_x, box_y, box_w, box_h,
-                yaw, pitch, roll, quality, detector_score, mesh_score
+        `SELECT id, uid, source, camera, captured_at, enrolled_at, box_x, box_y, box_w, box_h,
+                yaw, pitch, roll, quality, detector_score, mesh_score,
+                thumbnail IS NOT NULL AS has_thumbnail
            FROM faces WHERE identity_id = ? ORDER BY id`,
       )
       .all(row.id) as FaceRow[];
@@ -305,8 +391,14 @@ export class GalleryStore {
       identity,
       createdAt: row.created_at,
       metadata: JSON.parse(row.metadata) as Record<string, unknown>,
+      policy: {
+        keepForSeconds: row.keep_for_seconds,
+        legalBasis: row.legal_basis,
+        purpose: row.purpose,
+      },
       faces: faces.map((face) => ({
         faceId: face.id,
+        uid: face.uid,
         source: face.source,
         camera: face.camera,
         capturedAt: face.captured_at,
@@ -316,8 +408,201 @@ export class GalleryStore {
         quality: face.quality,
         detectorScore: face.detector_score,
         meshScore: face.mesh_score,
+        thumbnail: face.has_thumbnail === 1,
       })),
     };
+  }
+
+  /**
+   * Every stored field of an identity's faces, vectors and thumbnails included, in id order:
+   * what a subject access request and an export need. Empty for an unknown identity.
+   */
+  identityFaceData(identity: string): StoredFace[] {
+    const rows = this.db
+      .prepare(
+        `SELECT f.id, f.uid, f.source, f.camera, f.captured_at, f.enrolled_at, f.box_x, f.box_y,
+                f.box_w, f.box_h, f.yaw, f.pitch, f.roll, f.quality, f.detector_score,
+                f.mesh_score, f.appearance, f.geometry, f.fused, f.thumbnail
+           FROM faces f JOIN identities i ON i.id = f.identity_id
+          WHERE i.external_id = ? ORDER BY f.id`,
+      )
+      .all(identity) as (Omit<FaceRow, 'has_thumbnail'> & {
+      appearance: Buffer;
+      geometry: Buffer;
+      fused: Buffer;
+      thumbnail: Buffer | null;
+    })[];
+    return rows.map((face) => ({
+      faceId: face.id,
+      uid: face.uid,
+      source: face.source,
+      camera: face.camera ?? undefined,
+      capturedAt: face.captured_at ?? undefined,
+      enrolledAt: face.enrolled_at,
+      box: { x: face.box_x, y: face.box_y, width: face.box_w, height: face.box_h },
+      pose: { yaw: face.yaw, pitch: face.pitch, roll: face.roll },
+      quality: face.quality,
+      detectorScore: face.detector_score,
+      meshScore: face.mesh_score,
+      appearance: blobToFloat32(face.appearance),
+      geometry: blobToFloat32(face.geometry),
+      fused: blobToFloat32(face.fused),
+      thumbnail: face.thumbnail ?? undefined,
+    }));
+  }
+
+  /** Labels of all identities in enrolment order. */
+  identityLabels(): string[] {
+    return this.db
+      .prepare('SELECT external_id FROM identities ORDER BY id')
+      .pluck()
+      .all() as string[];
+  }
+
+  /** The gallery's policy (migration 002 creates its one row). */
+  policy(): GalleryPolicy {
+    const row = this.db
+      .prepare(
+        `SELECT keep_for_seconds, legal_basis, purpose, thumbnails, updated_at
+           FROM gallery_policy WHERE id = 1`,
+      )
+      .get() as {
+      keep_for_seconds: number | null;
+      legal_basis: string | null;
+      purpose: string | null;
+      thumbnails: GalleryPolicy['thumbnails'];
+      updated_at: string;
+    };
+    return {
+      keepForSeconds: row.keep_for_seconds,
+      legalBasis: row.legal_basis,
+      purpose: row.purpose,
+      thumbnails: row.thumbnails,
+      updatedAt: row.updated_at,
+    };
+  }
+
+  /** Changes the fields of the policy that `patch` gives (null clears one); returns it. */
+  setPolicy(patch: Partial<Omit<GalleryPolicy, 'updatedAt'>>): GalleryPolicy {
+    const columns = {
+      keepForSeconds: 'keep_for_seconds',
+      legalBasis: 'legal_basis',
+      purpose: 'purpose',
+      thumbnails: 'thumbnails',
+    } as const;
+    this.db.transaction(() => {
+      for (const [field, column] of Object.entries(columns)) {
+        const value = patch[field as keyof typeof columns];
+        if (value === undefined) continue;
+        this.db.prepare(`UPDATE gallery_policy SET ${column} = ? WHERE id = 1`).run(value);
+      }
+      this.db
+        .prepare('UPDATE gallery_policy SET updated_at = ? WHERE id = 1')
+        .run(new Date().toISOString());
+    })();
+    return this.policy();
+  }
+
+  /**
+   * Faces whose keep-for (the identity's, else the gallery's) has run out at `now`, oldest
+   * first. A face of an identity with no keep-for in a gallery with none never expires.
+   */
+  expiredFaces(now: Date): ExpiredFace[] {
+    const rows = this.db
+      .prepare(
+        `SELECT i.external_id AS identity, f.id AS faceId, f.uid AS uid,
+                f.enrolled_at AS enrolledAt,
+                coalesce(i.keep_for_seconds, p.keep_for_seconds) AS keepFor
+           FROM faces f
+           JOIN identities i ON i.id = f.identity_id
+           JOIN gallery_policy p ON p.id = 1
+          WHERE coalesce(i.keep_for_seconds, p.keep_for_seconds) IS NOT NULL
+          ORDER BY f.enrolled_at, f.id`,
+      )
+      .all() as (Omit<ExpiredFace, 'expiredAt'> & { keepFor: number })[];
+
+    const nowMs = now.getTime();
+    const expired: ExpiredFace[] = [];
+    for (const { keepFor, ...face } of rows) {
+      const expiresMs = Date.parse(face.enrolledAt) + keepFor * 1000;
+      if (expiresMs <= nowMs)
+        expired.push({ ...face, expiredAt: new Date(expiresMs).toISOString() });
+    }
+    return expired;
+  }
+
+  /** Face uids of an identity in id order (empty when it is not enrolled). */
+  faceUidsOf(identity: string): string[] {
+    return this.db
+      .prepare(
+        `SELECT f.uid FROM faces f JOIN identities i ON i.id = f.identity_id
+          WHERE i.external_id = ? ORDER BY f.id`,
+      )
+      .pluck()
+      .all(identity) as string[];
+  }
+
+  /** The identities owning these face uids, each with its uids; unknown uids are left out. */
+  identitiesOfFaceUids(uids: string[]): Map<string, string[]> {
+    const owner = this.db
+      .prepare(
+        `SELECT i.external_id FROM faces f JOIN identities i ON i.id = f.identity_id
+          WHERE f.uid = ?`,
+      )
+      .pluck();
+    const owners = new Map<string, string[]>();
+    for (const uid of uids) {
+      const identity = owner.get(uid) as string | undefined;
+      if (identity === undefined) continue;
+      const list = owners.get(identity);
+      if (list === undefined) owners.set(identity, [uid]);
+      else list.push(uid);
+    }
+    return owners;
+  }
+
+  /** Which of these face uids are stored. */
+  heldFaceUids(uids: string[]): Set<string> {
+    const held = this.db.prepare('SELECT 1 FROM faces WHERE uid = ?').pluck();
+    return new Set(uids.filter((uid) => held.get(uid) !== undefined));
+  }
+
+  /** Every face uid in the gallery. */
+  allFaceUids(): string[] {
+    return this.db.prepare('SELECT uid FROM faces').pluck().all() as string[];
+  }
+
+  /**
+   * Deletes the faces with these uids, and every identity left with no face, in one
+   * transaction (secure_delete zeroes the freed bytes). Returns the removed face ids and the
+   * labels of the identities removed whole. Unknown uids are ignored.
+   */
+  eraseFacesByUid(uids: string[]): { faceIds: number[]; identities: string[] } {
+    const find = this.db.prepare('SELECT id, identity_id FROM faces WHERE uid = ?');
+    const remove = this.db.prepare('DELETE FROM faces WHERE id = ?');
+    const label = this.db.prepare('SELECT external_id FROM identities WHERE id = ?').pluck();
+    const facesLeft = this.db.prepare('SELECT count(*) FROM faces WHERE identity_id = ?').pluck();
+    const removeIdentity = this.db.prepare('DELETE FROM identities WHERE id = ?');
+
+    return this.db.transaction(() => {
+      const faceIds: number[] = [];
+      const touched = new Set<number>();
+      for (const uid of uids) {
+        const row = find.get(uid) as { id: number; identity_id: number } | undefined;
+        if (row === undefined) continue;
+        remove.run(row.id);
+        faceIds.push(row.id);
+        touched.add(row.identity_id);
+      }
+
+      const identities: string[] = [];
+      for (const identityId of touched) {
+        if ((facesLeft.get(identityId) as number) > 0) continue;
+        identities.push(label.get(identityId) as string);
+        removeIdentity.run(identityId);
+      }
+      return { faceIds, identities };
+    })();
   }
 
   /** Identities in enrolment order with their face counts. */

@@ -89,7 +89,12 @@ async function eraseAndScan(
   }
 
   for (const i of eraseIndices) {
-    t.deepEqual(gallery.erase(label(i)), { identity: label(i), facesRemoved: facesEach });
+    const result = gallery.erase(label(i));
+    t.deepEqual(
+      { identity: result.identity, facesRemoved: result.facesRemoved },
+      { identity: label(i), facesRemoved: facesEach },
+    );
+    t.is(result.identityRef, gallery.deployment.identityRef(label(i)));
   }
   gallery.close();
 

@@ -15,6 +15,11 @@ function copyMigrations(t: import('ava').ExecutionContext): string {
   return dir;
 }
 
+/** The repository's migration versions, and the file name a next migration would take. */
+const SHIPPED = readMigrations(DEFAULT_MIGRATIONS_DIR).map((m) => m.version);
+const NEXT = SHIPPED[SHIPPED.length - 1]! + 1;
+const nextFile = (name: string): string => `${String(NEXT).padStart(3, '0')}_${name}.sql`;
+
 interface Recorded {
   version: number;
   name: string;
@@ -79,25 +84,25 @@ test('a new migration is applied on the next open and recorded', async (t) => {
   (await openGallery(dir, { migrationsDir: migrations })).close();
 
   writeFileSync(
-    path.join(migrations, '002_face_notes.sql'),
+    path.join(migrations, nextFile('face_notes')),
     'ALTER TABLE faces ADD COLUMN note TEXT;\n',
   );
   (await openGallery(dir, { migrationsDir: migrations })).close();
   t.deepEqual(
     recorded(dir).map((row) => row.version),
-    [1, 2],
+    [...SHIPPED, NEXT],
   );
 });
 
 test('a gallery migrated by a newer reidb refuses to open', async (t) => {
   const migrations = copyMigrations(t);
   const dir = tempDir(t);
-  writeFileSync(path.join(migrations, '002_future.sql'), 'CREATE TABLE future (x INTEGER);\n');
+  writeFileSync(path.join(migrations, nextFile('future')), 'CREATE TABLE future (x INTEGER);\n');
   (await openGallery(dir, { migrationsDir: migrations })).close();
 
   const error = await t.throwsAsync(openGallery(dir));
   t.is((error as { code?: string }).code, 'gallery_mismatch');
-  t.regex(error!.message, /newer than this reidb: migration 2 \(future\)/);
+  t.regex(error!.message, new RegExp(`newer than this reidb: migration ${NEXT} \\(future\\)`));
 });
 
 test('a failing migration leaves the schema as it was', async (t) => {
@@ -106,16 +111,16 @@ test('a failing migration leaves the schema as it was', async (t) => {
   (await openGallery(dir, { migrationsDir: migrations })).close();
 
   writeFileSync(
-    path.join(migrations, '002_broken.sql'),
+    path.join(migrations, nextFile('broken')),
     'CREATE TABLE half_done (x INTEGER);\nTHIS IS NOT SQL;\n',
   );
   const error = await t.throwsAsync(openGallery(dir, { migrationsDir: migrations }));
   t.is((error as { code?: string }).code, 'gallery_corrupt');
-  t.is((error as { input?: string }).input, path.join(migrations, '002_broken.sql'));
+  t.is((error as { input?: string }).input, path.join(migrations, nextFile('broken')));
 
   t.deepEqual(
     recorded(dir).map((row) => row.version),
-    [1],
+    SHIPPED,
   );
   const db = new Database(path.join(dir, 'gallery.sqlite'), { readonly: true });
   t.teardown(() => db.close());

@@ -1,0 +1,292 @@
+import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import test from 'ava';
+
+import { DATABASE_FILE, openGallery, type EnrolFace } from '../../src/gallery/gallery.ts';
+import { exportGallery, importGallery } from '../../src/gallery/export.ts';
+import { runRetention } from '../../src/policy/retention.ts';
+import { subjectAccessReport } from '../../src/policy/subject-access.ts';
+import { CONFIG, randomFace, rng, tempDir } from './fixtures.ts';
+
+function faces(random: () => number, n: number, prefix: string): EnrolFace[] {
+  return Array.from({ length: n }, (_, i) => randomFace(random, `${prefix}-${i}.jpg`));
+}
+
+/** Copies gallery.sqlite of a closed gallery (its WAL is checkpointed at close). */
+function backup(dir: string, to: string): void {
+  copyFileSync(path.join(dir, DATABASE_FILE), to);
+}
+
+function restore(dir: string, from: string): void {
+  for (const suffix of ['-wal', '-shm'])
+    rmSync(path.join(dir, DATABASE_FILE + suffix), { force: true });
+  copyFileSync(from, path.join(dir, DATABASE_FILE));
+}
+
+test('a gallery.sqlite restored from before an erasure is cleaned at open', async (t) => {
+  const dir = tempDir(t);
+  const random = rng(11);
+  const gallery = await openGallery(dir, { config: CONFIG, saveDelayMs: 0 });
+  const erased = faces(random, 3, 'erased');
+  gallery.enrol('erased-one', erased);
+  gallery.enrol('kept-one', faces(random, 2, 'kept'));
+  gallery.close();
+
+  const old = path.join(tempDir(t), 'old.sqlite');
+  backup(dir, old);
+
+  const again = await openGallery(dir, { config: CONFIG });
+  again.erase('erased-one', { actor: 'test' });
+  again.close();
+
+  restore(dir, old);
+  const reopened = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => reopened.close());
+
+  t.throws(() => reopened.getIdentity('erased-one'), { message: /no identity/ });
+  t.is(reopened.getIdentity('kept-one').faces.length, 2);
+  t.deepEqual(
+    { faces: reopened.stats().faces, indexCount: reopened.stats().indexCount },
+    { faces: 2, indexCount: 2 },
+  );
+  for (const face of erased) {
+    t.false(reopened.search(face.fused, 10).some((m) => m.identity === 'erased-one'));
+  }
+
+  const ref = reopened.deployment.identityRef('erased-one');
+  const actions = reopened.deployment.audit.rows({ identityRef: ref }).map((r) => r.action);
+  t.deepEqual(actions, ['erasure_reapplied']);
+});
+
+test('a person enrolled again after an erasure survives a restore of an older copy', async (t) => {
+  const dir = tempDir(t);
+  const random = rng(12);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  gallery.enrol('ana', faces(random, 2, 'old'));
+  gallery.erase('ana');
+  const second = gallery.enrol('ana', faces(random, 1, 'new'));
+  gallery.close();
+
+  const copy = path.join(tempDir(t), 'copy.sqlite');
+  backup(dir, copy);
+  restore(dir, copy);
+
+  const reopened = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => reopened.close());
+  t.deepEqual(
+    reopened.getIdentity('ana').faces.map((f) => f.uid),
+    second.faceUids,
+  );
+});
+
+test('export, erase, import: the erased identity stays gone, the others come back', async (t) => {
+  const dir = tempDir(t);
+  const random = rng(13);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => gallery.close());
+  gallery.enrol('bo', faces(random, 2, 'bo'), { team: 'blue' }, { purpose: 'site access' });
+  gallery.enrol('cy', faces(random, 3, 'cy'));
+  gallery.enrol('di', faces(random, 1, 'di'));
+
+  const file = path.join(tempDir(t), 'gallery.reidbx');
+  const exported = exportGallery(gallery, file);
+  t.like(exported, { identities: 3, faces: 6, encrypted: true });
+  t.false(readFileSync(file, 'utf8').includes('"bo"'), 'labels are sealed');
+
+  gallery.erase('bo');
+  gallery.erase('cy');
+  gallery.enrol('cy', faces(random, 1, 'cy-again'));
+
+  // Lose di, then restore the export.
+  gallery.erase('di');
+  const summary = await importGallery(gallery, file);
+  // bo and cy: keys destroyed at erasure, unreadable; di: erased too. Nothing comes back.
+  t.deepEqual(summary, {
+    identities: 0,
+    faces: 0,
+    skippedErased: 0,
+    skippedDuplicate: 0,
+    unreadable: 3,
+  });
+  t.throws(() => gallery.getIdentity('bo'));
+  t.is(gallery.getIdentity('cy').faces.length, 1);
+});
+
+test('an export restores the identities that were lost, not those erased', async (t) => {
+  const dir = tempDir(t);
+  const random = rng(14);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => gallery.close());
+  const kept = faces(random, 2, 'kept');
+  gallery.enrol('kept', kept, { note: 'x' }, { keepForSeconds: 86_400, legalBasis: 'consent' });
+  gallery.enrol('gone', faces(random, 2, 'gone'));
+
+  for (const plaintext of [false, true]) {
+    const file = path.join(tempDir(t), `export-${plaintext}.jsonl`);
+    exportGallery(gallery, file, { plaintext });
+
+    // A fresh copy of the deployment's gallery data: the same deployment, an empty gallery.
+    const again = await importGallery(gallery, file);
+    t.like(again, { identities: 0, faces: 0, skippedDuplicate: 4 }, 'all already held');
+
+    const target = await openGallery(tempDir(t), { config: CONFIG });
+    t.teardown(() => target.close());
+    if (!plaintext) {
+      await t.throwsAsync(importGallery(target, file), { message: /sealed by deployment/ });
+      continue;
+    }
+    const moved = await importGallery(target, file);
+    t.like(moved, { identities: 2, faces: 4, unreadable: 0 });
+    const record = target.getIdentity('kept');
+    t.deepEqual(record.metadata, { note: 'x' });
+    t.deepEqual(record.policy, { keepForSeconds: 86_400, legalBasis: 'consent', purpose: null });
+    t.deepEqual(
+      record.faces.map((f) => f.uid),
+      gallery.getIdentity('kept').faces.map((f) => f.uid),
+    );
+    const [best] = target.search(kept[1]!.fused, 1);
+    t.is(best?.identity, 'kept');
+  }
+
+  // After an erasure, the plaintext export's faces of 'gone' are refused by the ledger.
+  const plainFile = path.join(tempDir(t), 'plain.jsonl');
+  exportGallery(gallery, plainFile, { plaintext: true });
+  gallery.erase('gone');
+  const restored = await importGallery(gallery, plainFile);
+  t.like(restored, { identities: 0, skippedErased: 2, skippedDuplicate: 2 });
+  t.throws(() => gallery.getIdentity('gone'));
+});
+
+test('a damaged or cut export changes nothing', async (t) => {
+  const dir = tempDir(t);
+  const random = rng(15);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => gallery.close());
+  gallery.enrol('eve', faces(random, 2, 'eve'));
+  const file = path.join(tempDir(t), 'e.jsonl');
+  exportGallery(gallery, file, { plaintext: true });
+  gallery.erase('eve');
+
+  const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+  const cut = file + '.cut';
+  writeFileSync(cut, lines.slice(0, -1).join('\n') + '\n');
+  await t.throwsAsync(importGallery(gallery, cut), { message: /no trailer/ });
+
+  const edited = file + '.edited';
+  writeFileSync(edited, [lines[0], lines[1]!.replace('eve-0', 'eve-9'), lines[2]].join('\n'));
+  await t.throwsAsync(importGallery(gallery, edited), { message: /do not match the trailer/ });
+
+  await t.throwsAsync(importGallery(gallery, path.join(dir, 'missing.jsonl')), {
+    message: /cannot read/,
+  });
+  t.is(gallery.stats().faces, 0);
+});
+
+test('retention erases exactly the faces that are due, once', async (t) => {
+  const dir = tempDir(t);
+  const random = rng(16);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => gallery.close());
+  gallery.setPolicy({ keepForSeconds: 3600 });
+
+  gallery.enrol('short', faces(random, 2, 's'), undefined, { keepForSeconds: 60 });
+  gallery.enrol('default', faces(random, 2, 'd'));
+  gallery.enrol('long', faces(random, 1, 'l'), undefined, { keepForSeconds: 86_400 });
+  const enrolledAt = Date.parse(gallery.getIdentity('short').faces[0]!.enrolledAt);
+  const at = (seconds: number): Date => new Date(enrolledAt + seconds * 1000 + 500);
+
+  t.like(runRetention(gallery, { now: at(30) }), { facesDue: 0, facesErased: 0 });
+  const dry = runRetention(gallery, { now: at(61), dryRun: true });
+  t.like(dry, { facesDue: 2, facesErased: 0, dryRun: true });
+  t.is(gallery.getIdentity('short').faces.length, 2);
+
+  const first = runRetention(gallery, { now: at(61) });
+  t.like(first, { facesDue: 2, identitiesDue: 1, facesErased: 2, identitiesErased: 1 });
+  t.deepEqual(first.erased, [
+    { identityRef: gallery.deployment.identityRef('short'), faces: 2, whole: true },
+  ]);
+  t.like(runRetention(gallery, { now: at(61) }), { facesDue: 0, facesErased: 0 });
+  t.throws(() => gallery.getIdentity('short'));
+  t.is(gallery.getIdentity('default').faces.length, 2);
+
+  // A later face of 'default' (enrolled half an hour after the others, as an import may set
+  // it) keeps the identity alive when its first faces expire.
+  const lateFace = { ...randomFace(random, 'd-late.jpg'), enrolledAt: at(1800).toISOString() };
+  gallery.enrol('default', [lateFace]);
+  const late = runRetention(gallery, { now: at(3601) });
+  t.like(late, { facesErased: 2, identitiesErased: 0 });
+  t.is(gallery.getIdentity('default').faces.length, 1);
+  t.is(gallery.getIdentity('long').faces.length, 1);
+  t.is(gallery.stats().indexCount, gallery.stats().faces);
+
+  const ledger = gallery.deployment.ledger.counts();
+  t.deepEqual(ledger, { faces: 4, identities: 2 });
+  const actions = gallery.deployment.audit.rows().map((r) => r.action);
+  t.deepEqual(actions, ['retention_erase', 'retention_erase']);
+});
+
+test('subject access lists every face and the processing record, vectors only on request', async (t) => {
+  const dir = tempDir(t);
+  const random = rng(17);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => gallery.close());
+  gallery.setPolicy({ keepForSeconds: 7200, legalBasis: 'Art. 6(1)(f)', purpose: 'access' });
+  const enrolled = faces(random, 2, 'f');
+  gallery.enrol('fay', enrolled, { badge: 7 }, { purpose: 'visitor log' });
+  gallery.deployment.audit.append({
+    actor: 'test',
+    action: 'read',
+    identityRef: gallery.deployment.identityRef('fay'),
+  });
+
+  const report = subjectAccessReport(gallery, 'fay');
+  t.is(report.identity, 'fay');
+  t.deepEqual(report.metadata, { badge: 7 });
+  t.deepEqual(report.processing, {
+    purpose: 'visitor log',
+    legalBasis: 'Art. 6(1)(f)',
+    keepForSeconds: 7200,
+    setBy: { purpose: 'identity', legalBasis: 'gallery', keepForSeconds: 'gallery' },
+  });
+  t.is(report.faces.length, 2);
+  t.is(Date.parse(report.faces[0]!.expiresAt!) - Date.parse(report.faces[0]!.enrolledAt), 7200_000);
+  t.false('vectors' in report.faces[0]!);
+  t.deepEqual(
+    report.audit.map((r) => r.action),
+    ['read'],
+  );
+
+  const full = subjectAccessReport(gallery, 'fay', { vectors: true });
+  t.deepEqual(full.faces[1]!.vectors!.fused, Array.from(enrolled[1]!.fused));
+  t.throws(() => subjectAccessReport(gallery, 'nobody'), { message: /no identity/ });
+});
+
+test('bad policy fields are refused, naming the field, and nothing changes', async (t) => {
+  const dir = tempDir(t);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => gallery.close());
+  const before = gallery.policy();
+
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ keepForSeconds: 0 }, /keep-for/],
+    [{ keepForSeconds: 1.5 }, /keep-for/],
+    [{ keepForSeconds: 1e12 }, /keep-for/],
+    [{ legalBasis: '' }, /legalBasis/],
+    [{ purpose: 'x'.repeat(1001) }, /purpose/],
+    [{ purpose: 'a\u0007b' }, /purpose/],
+    [{ thumbnails: 'maybe' }, /thumbnails/],
+    [{ colour: 'red' }, /unknown policy field colour/],
+  ];
+  for (const [patch, message] of cases) {
+    t.throws(() => gallery.setPolicy(patch as never), { message }, JSON.stringify(patch));
+  }
+  t.deepEqual(gallery.policy(), before);
+
+  const random = rng(18);
+  t.throws(() => gallery.enrol('x', faces(random, 1, 'x'), undefined, { keepForSeconds: -5 }), {
+    message: /keep-for/,
+  });
+  t.is(gallery.stats().identities, 0);
+  t.false(existsSync(path.join(dir, 'missing')));
+});
