@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import test from 'ava';
+import sharp from 'sharp';
 
 import type { Analysis } from '../../src/engine/pipeline.ts';
 import type { Engine } from '../../src/engine/pool.ts';
@@ -114,4 +115,55 @@ test('an identity with more faces than one transaction takes is enrolled in chun
   t.deepEqual(report.skipped, []);
   t.deepEqual(report.identities.sort(), ['last', 'many']);
   t.is(gallery.getIdentity('many').faces.length, 1003);
+});
+
+test('thumbnails are stored only when the policy asks, blurred when it says so', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'reidb-service-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const gallery = await openGallery(dir);
+  t.teardown(() => gallery.close());
+
+  // A sharp-edged picture, so that blurring measurably removes detail.
+  const size = 200;
+  const pixels = Buffer.alloc(size * size * 3);
+  for (let i = 0; i < size * size; i++)
+    pixels.fill(((i % size) >> 3) % 2 ? 255 : 0, i * 3, i * 3 + 3);
+  const photo = await sharp(pixels, { raw: { width: size, height: size, channels: 3 } })
+    .png()
+    .toBuffer();
+  const vectors = new Map([
+    ['off.png', near(0.2, 1)],
+    ['on.png', near(0.2, 2)],
+    ['blurred.png', near(0.2, 3)],
+  ]);
+  const engine = fakeEngine(vectors);
+  const enrol = (name: string) =>
+    enrolImages(engine, gallery, [
+      { identity: name, image: { buffer: photo, name: `${name}.png` } },
+    ]);
+
+  await enrol('off');
+  gallery.setPolicy({ thumbnails: 'on' });
+  await enrol('on');
+  gallery.setPolicy({ thumbnails: 'blurred' });
+  await enrol('blurred');
+
+  t.false(gallery.getIdentity('off').faces[0]!.thumbnail);
+  const stored = (name: string) => gallery.identityData(name).faces[0]!.thumbnail!;
+  t.is(gallery.identityData('off').faces[0]!.thumbnail, undefined);
+
+  const sharpness = async (jpeg: Buffer) => {
+    const { data, info } = await sharp(jpeg)
+      .greyscale()
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    t.deepEqual([info.width, info.height], [96, 96]);
+    let sum = 0;
+    for (let i = 1; i < data.length; i++) sum += Math.abs(data[i]! - data[i - 1]!);
+    return sum / data.length;
+  };
+  const plain = await sharpness(stored('on'));
+  const blurred = await sharpness(stored('blurred'));
+  t.log(`mean neighbour difference: plain ${plain.toFixed(1)}, blurred ${blurred.toFixed(1)}`);
+  t.true(blurred < plain / 4);
 });
