@@ -9,6 +9,7 @@ import type { Gallery } from '../gallery/gallery.ts';
 import { validateIdentity } from '../gallery/identity.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { listModels } from '../models/registry.ts';
+import { createAdmission, defaultMaxInFlight, DEFAULT_MAX_QUEUED } from './admission.ts';
 import { httpStatusFor } from './http-errors.ts';
 import { readUploads } from './upload.ts';
 
@@ -20,6 +21,10 @@ export interface ApiOptions {
   maxUploadBytes?: number;
   /** Most images in one multipart request. Default 16. */
   maxImagesPerRequest?: number;
+  /** Enrol and search requests running at once. Default 2 per engine worker, at least 2. */
+  maxInFlight?: number;
+  /** Enrol and search requests waiting for a slot; beyond that 503 overloaded. Default 32. */
+  maxQueued?: number;
 }
 
 export const DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
@@ -33,6 +38,10 @@ export function createApp(options: ApiOptions): express.Express {
   const logger = options.logger ?? silentLogger;
   const maxBytes = options.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
   const maxFiles = options.maxImagesPerRequest ?? 16;
+  const admission = createAdmission({
+    maxInFlight: options.maxInFlight ?? defaultMaxInFlight(engine.workers),
+    maxQueued: options.maxQueued ?? DEFAULT_MAX_QUEUED,
+  });
   const app = express();
   app.disable('x-powered-by');
 
@@ -48,9 +57,8 @@ export function createApp(options: ApiOptions): express.Express {
     });
   });
 
-  app.post('/v1/identities/:id/faces', async (req, res) => {
-    const identity = req.params.id;
-    validateIdentity(identity);
+  app.post('/v1/identities/:id/faces', admission.middleware, async (req, res) => {
+    const identity = validateIdentity(req.params.id);
     const uploads = await readUploads(req, maxBytes, maxFiles);
     const camera = queryString(req, 'camera');
     const capturedAt = queryString(req, 'capturedAt');
@@ -75,7 +83,7 @@ export function createApp(options: ApiOptions): express.Express {
     res.status(201).json({ identity, enrolled: report.enrolled, skipped: report.skipped });
   });
 
-  app.post('/v1/search', async (req, res) => {
+  app.post('/v1/search', admission.middleware, async (req, res) => {
     const k = queryInt(req, 'k', 1, 1000) ?? 5;
     const minScore = queryNumber(req, 'minScore', -1, 1);
     const uploads = await readUploads(req, maxBytes, maxFiles);
@@ -114,8 +122,13 @@ export function createApp(options: ApiOptions): express.Express {
   app.use((error: unknown, req: Request, res: Response, _next: NextFunction) => {
     const err = bodyParserError(error) ?? toReidbError(error);
     const status = httpStatusFor(err.code);
-    if (status >= 500) logger.error('request failed', { path: req.path, error: err.message });
-    if (!res.headersSent) res.status(status).json({ error: err.toJSON() });
+    if (status >= 500 && err.code !== 'overloaded') {
+      logger.error('request failed', { path: req.path, error: err.message });
+    }
+    if (res.headersSent) return;
+    if (err.code === 'overloaded')
+      res.set('Retry-After', String(err.details?.retryAfterSeconds ?? 1));
+    res.status(status).json({ error: err.toJSON() });
   });
 
   return app;

@@ -12,16 +12,29 @@ export interface Upload {
 /**
  * Reads the image(s) of a request: the raw body (image/* or application/octet-stream), or
  * every multipart/form-data file field named `image`. Bodies over `maxBytes` are refused
- * with payload_too_large as soon as the limit is crossed; other content types with
- * unsupported_media_type; a malformed multipart body with invalid_argument.
+ * with payload_too_large as soon as the limit is crossed; other content types, and any
+ * content encoding but identity, with unsupported_media_type; a malformed multipart body with
+ * invalid_argument.
  */
 export async function readUploads(
   req: Request,
   maxBytes: number,
   maxFiles: number,
 ): Promise<Upload[]> {
-  const type = (req.headers['content-type'] ?? '').toLowerCase();
-  const media = type.split(';')[0].trim();
+  // The body is read as sent; a compressed one would have to be inflated first, and an inflated
+  // size is exactly what a decompression bomb lies about.
+  const encoding = (req.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
+  if (encoding !== 'identity') {
+    throw new ReidbError(
+      'unsupported_media_type',
+      `content encoding '${encoding}' is not accepted; send the body uncompressed`,
+      { input: encoding },
+    );
+  }
+
+  // Compared in lower case, named in messages as sent (a boundary is case-sensitive).
+  const type = (req.headers['content-type'] ?? '').trim();
+  const media = type.split(';')[0].trim().toLowerCase();
 
   if (media === 'multipart/form-data') return readMultipart(req, maxBytes, maxFiles);
   if (/^image\/[a-z0-9.+-]+$/.test(media) || media === 'application/octet-stream') {
@@ -74,36 +87,63 @@ function readRaw(req: Request, maxBytes: number): Promise<Buffer> {
   });
 }
 
+/** Longest text field accepted in a multipart body, in bytes; reidb reads no text fields. */
+const MAX_FIELD_BYTES = 64 * 1024;
+
+/** Most non-file fields accepted in a multipart body. */
+const MAX_FIELDS = 64;
+
+/**
+ * Reads the file parts named `image` of a multipart/form-data body. Settles once: with the
+ * uploads at the end of the body, or with the first failure as soon as it is seen (the rest of
+ * the body is then read and dropped, never buffered). A client that disconnects mid-body is a
+ * failure too, so the request never hangs.
+ */
 function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promise<Upload[]> {
   return new Promise((resolve, reject) => {
+    const malformed = (e: Error): ReidbError =>
+      new ReidbError('invalid_argument', `malformed multipart request: ${e.message}`);
+
     let parser: busboy.Busboy;
     try {
       parser = busboy({
         headers: req.headers,
-        limits: { fileSize: maxBytes, files: maxFiles, fields: 64, fieldSize: maxBytes },
+        limits: {
+          fileSize: maxBytes,
+          files: maxFiles,
+          fields: MAX_FIELDS,
+          fieldSize: MAX_FIELD_BYTES,
+          // 'partsLimit' comes when the limit-th part ends, so one more than those allowed.
+          parts: maxFiles + MAX_FIELDS + 1,
+        },
       });
     } catch (e) {
       req.resume();
-      reject(
-        new ReidbError('invalid_argument', `malformed multipart request: ${(e as Error).message}`),
-      );
+      reject(malformed(e as Error));
       return;
     }
 
     const uploads: Upload[] = [];
-    let total = 0;
-    let failure: ReidbError | null = null;
+    let settled = false;
     const fail = (e: ReidbError): void => {
-      if (!failure) failure = e;
+      if (settled) return;
+      settled = true;
+      // No more bytes reach the parser; the rest of the body is read and dropped.
+      req.unpipe(parser);
+      req.resume();
+      reject(e);
     };
-    const malformed = (e: Error): ReidbError =>
-      new ReidbError('invalid_argument', `malformed multipart request: ${e.message}`);
-    // Every byte of the body counts towards the limit, whatever field it belongs to.
-    const count = (n: number): boolean => {
-      total += n;
+
+    // Every byte of the body counts towards the limit: part headers, boundaries and ignored
+    // fields as well as the images.
+    let total = 0;
+    req.on('data', (chunk: Buffer) => {
+      total += chunk.length;
       if (total > maxBytes) fail(tooLarge(maxBytes));
-      return failure === null;
-    };
+    });
+    req.on('error', (e: Error) =>
+      fail(new ReidbError('invalid_argument', `upload failed: ${e.message}`)),
+    );
 
     parser.on('file', (field, stream, info) => {
       // A part cut off mid-way makes the part's own stream emit 'error'; unheard, it would
@@ -112,11 +152,11 @@ function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promis
       const keep = field === 'image';
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => {
-        if (count(c.length) && keep) chunks.push(c);
+        if (keep && !settled) chunks.push(c);
       });
       stream.on('limit', () => fail(tooLarge(maxBytes)));
       stream.on('end', () => {
-        if (keep) {
+        if (keep && !settled) {
           uploads.push({
             buffer: Buffer.concat(chunks),
             name: info.filename || `image-${uploads.length + 1}`,
@@ -124,26 +164,52 @@ function readMultipart(req: Request, maxBytes: number, maxFiles: number): Promis
         }
       });
     });
-    parser.on('field', (_name, value: string) => {
-      count(Buffer.byteLength(value));
+    parser.on('field', (name: string, _value: string, info: busboy.FieldInfo) => {
+      if (name === 'image') {
+        fail(
+          new ReidbError(
+            'invalid_argument',
+            'multipart part "image" has no filename, so it is read as a text field; send the ' +
+              'image as a file part (Content-Disposition: form-data; name="image"; ' +
+              'filename="photo.jpg")',
+            { input: name },
+          ),
+        );
+      } else if (info.valueTruncated) {
+        fail(
+          new ReidbError(
+            'payload_too_large',
+            `multipart field "${name}" is longer than ${MAX_FIELD_BYTES} bytes`,
+            { input: name, details: { maxFieldBytes: MAX_FIELD_BYTES } },
+          ),
+        );
+      }
     });
     parser.on('filesLimit', () =>
       fail(new ReidbError('invalid_argument', `more than ${maxFiles} file parts in one request`)),
     );
     parser.on('fieldsLimit', () =>
-      fail(new ReidbError('invalid_argument', 'too many form fields in one request')),
+      fail(
+        new ReidbError('invalid_argument', `more than ${MAX_FIELDS} form fields in one request`),
+      ),
     );
-    parser.on('error', (e: Error) => {
-      fail(malformed(e));
-      req.unpipe(parser);
-      req.resume();
-      reject(failure);
-    });
+    parser.on('partsLimit', () =>
+      fail(
+        new ReidbError(
+          'invalid_argument',
+          `more than ${maxFiles + MAX_FIELDS} parts in one multipart request`,
+        ),
+      ),
+    );
+    parser.on('error', (e: Error) => fail(malformed(e)));
     parser.on('close', () => {
-      if (failure) reject(failure);
-      else if (uploads.length === 0) {
-        reject(new ReidbError('invalid_argument', 'multipart request has no file field "image"'));
-      } else resolve(uploads);
+      if (settled) return;
+      if (uploads.length === 0) {
+        fail(new ReidbError('invalid_argument', 'multipart request has no file field "image"'));
+        return;
+      }
+      settled = true;
+      resolve(uploads);
     });
     req.pipe(parser);
   });
