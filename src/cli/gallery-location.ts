@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 
 import type { Engine } from '../engine/pool.ts';
 import { openGallery, type Gallery } from '../gallery/gallery.ts';
+import { openDeployment, type Deployment } from '../policy/deployment.ts';
 import { str } from './args.ts';
 import type { CommandContext } from './main.ts';
 import { fusionModelCopyPath } from './options.ts';
@@ -28,6 +29,26 @@ export function openCliGallery(
 }
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** The gallery directory a command works on: --db DIR, else the checkout's .reidb/. */
+export function cliGalleryDir(args: CommandContext['args']): string {
+  return str(args, 'db') ?? path.join(REPO_ROOT, '.reidb');
+}
+
+/**
+ * Opens only the deployment (deployment.sqlite: keys, audit trail, ledger) of the command's
+ * gallery directory, without the gallery or its lock, so that it works while `reidb serve`
+ * holds the gallery. Without `mustExist` the directory and the file are created when absent.
+ */
+export function openCliDeployment(
+  ctx: Pick<CommandContext, 'args' | 'logger'>,
+  options: { mustExist?: boolean } = {},
+): Deployment {
+  return openDeployment(cliGalleryDir(ctx.args), {
+    logger: ctx.logger,
+    mustExist: options.mustExist,
+  });
+}
 
 /**
  * Keeps a copy of a trained fusion model inside the gallery directory, so that later

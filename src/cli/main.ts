@@ -7,11 +7,14 @@ import {
   type SearchReport,
 } from '../engine/service.ts';
 import { ReidbError, toReidbError } from '../errors.ts';
-import type { Gallery } from '../gallery/gallery.ts';
+import type { Gallery, IdentityPolicy } from '../gallery/gallery.ts';
 import { validateIdentity } from '../gallery/identity.ts';
 import { jsonLineLogger, type Logger } from '../log.ts';
+import { auditEnrolment, auditErasure, auditSearch, cliActor } from '../policy/audit-events.ts';
+import { parseDuration } from '../policy/duration.ts';
 import { int, num, parseArgs, required, str, type FlagSpec, type ParsedArgs } from './args.ts';
 import { benchCommand, BENCH_FLAGS } from './bench-command.ts';
+import { COMPLIANCE_COMMANDS, policyTextArg } from './compliance-commands.ts';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitCodeFor } from './exit-codes.ts';
 import { keepFusionModel, openCliGallery } from './gallery-location.ts';
 import { ENGINE_FLAGS, engineOptions } from './options.ts';
@@ -36,9 +39,13 @@ export interface CommandContext {
   stderr: (s: string) => void;
 }
 
-interface Command {
+/** One command (or `group subcommand`) of the table below. */
+export interface Command {
   flags: FlagSpec;
+  /** The usage line, shown in `reidb --help` and `reidb <command> --help`. */
   summary: string;
+  /** More lines for `reidb <command> --help`. */
+  help?: string;
   run(ctx: CommandContext): Promise<CommandOutput>;
 }
 
@@ -47,8 +54,23 @@ const COMMON: FlagSpec = { json: false, verbose: false, help: false };
 const COMMANDS: Record<string, Command> = {
   enroll: {
     summary:
-      'reidb enroll [--db DIR] --layout folder ROOT | [--db DIR] --identity ID FILE... [--camera C]',
-    flags: { ...COMMON, ...ENGINE_FLAGS, db: true, layout: true, identity: true, camera: true },
+      'reidb enroll [--db DIR] --layout folder ROOT | [--db DIR] --identity ID FILE... ' +
+      '[--camera C] [--keep-for 30d] [--legal-basis TEXT] [--purpose TEXT]',
+    help:
+      '--keep-for, --legal-basis and --purpose are recorded for every identity enrolled and\n' +
+      "override the gallery's policy (reidb policy set) for them.\n" +
+      'Durations: 90s, 15m, 12h, 30d, 52w.',
+    flags: {
+      ...COMMON,
+      ...ENGINE_FLAGS,
+      db: true,
+      layout: true,
+      identity: true,
+      camera: true,
+      'keep-for': true,
+      'legal-basis': true,
+      purpose: true,
+    },
     run: enrollCommand,
   },
   search: {
@@ -81,11 +103,24 @@ const COMMANDS: Record<string, Command> = {
     run: refuseCommand,
   },
   serve: {
-    summary: 'reidb serve [--db DIR] [--port 8080] [--host 127.0.0.1]',
+    summary:
+      'reidb serve [--db DIR] [--port 8080] [--host 127.0.0.1] [--retention-interval 1h|off]',
+    help:
+      'Without an API key (reidb keys create) the API runs open and listens on loopback only;\n' +
+      'any other --host is refused until a key exists. Retention runs every\n' +
+      '--retention-interval (default 1h; off disables it).',
     flags: { ...COMMON, ...ENGINE_FLAGS, ...SERVE_FLAGS },
     run: serveCommand,
   },
+  ...COMPLIANCE_COMMANDS,
 };
+
+/** Commands that take a subcommand: `reidb keys create`, `reidb audit verify`, ... */
+const GROUPS = new Set(
+  Object.keys(COMMANDS)
+    .filter((name) => name.includes(' '))
+    .map((name) => name.split(' ')[0]!),
+);
 
 /**
  * Runs the `reidb` command line and returns the exit code: 0 done (a batch that skipped bad
@@ -99,12 +134,40 @@ export async function main(
     stderr: (s) => process.stderr.write(s),
   },
 ): Promise<number> {
-  const [name, ...rest] = argv;
+  let [name, ...rest] = argv;
   const json = rest.includes('--json');
 
   if (!name || name === 'help' || name === '--help' || name === '-h') {
     io.stdout(helpText());
     return name ? EXIT_OK : EXIT_USAGE;
+  }
+  if (GROUPS.has(name)) {
+    const sub = rest[0];
+    const usageLines = groupHelp(name);
+    if (sub === undefined || sub.startsWith('-')) {
+      if (rest.includes('--help') || rest.includes('-h')) {
+        io.stdout(usageLines);
+        return EXIT_OK;
+      }
+      return fail(
+        io,
+        json,
+        'invalid_argument',
+        `reidb ${name} needs a subcommand\n\n${usageLines.trimEnd()}`,
+        EXIT_USAGE,
+      );
+    }
+    if (COMMANDS[`${name} ${sub}`] === undefined) {
+      return fail(
+        io,
+        json,
+        'invalid_argument',
+        `unknown command 'reidb ${name} ${sub}'\n\n${usageLines.trimEnd()}`,
+        EXIT_USAGE,
+      );
+    }
+    name = `${name} ${sub}`;
+    rest = rest.slice(1);
   }
   const command = COMMANDS[name];
   if (!command) {
@@ -120,7 +183,7 @@ export async function main(
   try {
     const args = parseArgs(rest, command.flags);
     if (args.flags.help) {
-      io.stdout(`usage: ${command.summary}\n`);
+      io.stdout(`usage: ${command.summary}\n${command.help ? `\n${command.help}\n` : ''}`);
       return EXIT_OK;
     }
     const logger = args.flags.verbose
@@ -151,12 +214,21 @@ function fail(
   return exit;
 }
 
+/** The usage lines of every subcommand of a group, for `reidb keys --help`. */
+function groupHelp(group: string): string {
+  const lines = Object.entries(COMMANDS)
+    .filter(([name]) => name.startsWith(`${group} `))
+    .map(([, c]) => `  ${c.summary}`);
+  return `usage:\n${lines.join('\n')}\n`;
+}
+
 function helpText(): string {
   const lines = Object.values(COMMANDS).map((c) => `  ${c.summary}`);
   return (
     'usage: reidb <command> [options]   (every command takes --json)\n\n' +
     lines.join('\n') +
     '\n\nWithout --db DIR, commands use the default gallery (.reidb/ and indexes/ in the checkout).' +
+    '\n`reidb <command> --help` says more; compliance: docs/COMPLIANCE.md.' +
     '\n\nFace pipeline options: --align mesh|raw, --embedder dlib|onnx-arcface --model FILE,\n' +
     '  --backend wasm|cpu, --workers N, --fusion concat|appearance|MODEL_FILE, --geometry-weight W\n'
   );
@@ -195,6 +267,7 @@ async function enrollCommand(ctx: CommandContext): Promise<CommandOutput> {
   const { args } = ctx;
   const layout = str(args, 'layout');
   const identity = str(args, 'identity');
+  const policy = enrolmentPolicy(args);
 
   let items: EnrolItem[];
   let listed: { file: string; code: string; message: string }[] = [];
@@ -218,7 +291,8 @@ async function enrollCommand(ctx: CommandContext): Promise<CommandOutput> {
 
   const { gallery, engine } = await openBoth(ctx, 'enrol');
   try {
-    const report = await enrolImages(engine, gallery, items);
+    const report = await enrolImages(engine, gallery, items, { policy });
+    auditEnrolment(gallery.deployment, cliActor(), report, items);
     const skipped = [...listed, ...report.skipped];
     const stats = gallery.stats();
     const text = [
@@ -244,6 +318,18 @@ async function enrollCommand(ctx: CommandContext): Promise<CommandOutput> {
   }
 }
 
+/** --keep-for, --legal-basis and --purpose of enroll, checked before any image is read. */
+function enrolmentPolicy(args: ParsedArgs): IdentityPolicy {
+  const policy: IdentityPolicy = {};
+  const keepFor = str(args, 'keep-for');
+  if (keepFor !== undefined) policy.keepForSeconds = parseDuration(keepFor, '--keep-for');
+  const legalBasis = str(args, 'legal-basis');
+  if (legalBasis !== undefined) policy.legalBasis = policyTextArg(legalBasis, '--legal-basis');
+  const purpose = str(args, 'purpose');
+  if (purpose !== undefined) policy.purpose = policyTextArg(purpose, '--purpose');
+  return policy;
+}
+
 async function searchCommand(ctx: CommandContext): Promise<CommandOutput> {
   const { args } = ctx;
   if (args.positionals.length === 0) throw usageError('search needs at least one FILE');
@@ -263,6 +349,10 @@ async function searchCommand(ctx: CommandContext): Promise<CommandOutput> {
           }
         }),
       );
+
+    // One row per probe: counts, outcome and who was returned; never the image or its name.
+    const actor = cliActor();
+    for (const result of results) auditSearch(gallery.deployment, actor, result, k);
 
     const text = results.map(searchText).join('\n');
     const json = results.length === 1 ? results[0] : { results };
@@ -298,9 +388,11 @@ async function eraseCommand(ctx: CommandContext): Promise<CommandOutput> {
   const identity = validateIdentityArg(required(ctx.args, 'identity'));
   const gallery = await openCliGallery(ctx, { mustExist: true });
   try {
-    const result = gallery.erase(identity);
+    const actor = cliActor();
+    const result = gallery.erase(identity, { actor });
+    auditErasure(gallery.deployment, actor, result);
     return {
-      json: result,
+      json: { identity: result.identity, facesRemoved: result.facesRemoved },
       text: `erased identity ${result.identity}: ${result.facesRemoved} face(s) removed`,
     };
   } finally {

@@ -56,7 +56,8 @@ export function runRetention(gallery: Gallery, options: RetentionOptions = {}): 
     dryRun: options.dryRun === true,
     erased: [],
   };
-  if (summary.dryRun) return summary;
+  // Nothing due: leave both databases alone (no checkpoint, no index save).
+  if (summary.dryRun || due.length === 0) return summary;
 
   // One erasure for the whole run: one WAL truncation and one index rewrite, however many
   // identities are due. The ledger gets every uid before any row is deleted.
