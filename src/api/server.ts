@@ -3,18 +3,40 @@ import type { Server } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 
 import type { Engine } from '../engine/pool.ts';
-import { enrolImages, searchImage } from '../engine/service.ts';
+import { enrolImages, searchImage, type EnrolItem } from '../engine/service.ts';
 import { ReidbError, toReidbError } from '../errors.ts';
-import type { Gallery } from '../gallery/gallery.ts';
+import {
+  MAX_POLICY_TEXT,
+  type Gallery,
+  type GalleryPolicy,
+  type IdentityPolicy,
+} from '../gallery/gallery.ts';
 import { validateIdentity } from '../gallery/identity.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { listModels } from '../models/registry.ts';
+import {
+  auditAuditExport,
+  auditEnrolment,
+  auditErasure,
+  auditKeyCreate,
+  auditKeyRevoke,
+  auditPolicyChange,
+  auditRead,
+  auditSearch,
+} from '../policy/audit-events.ts';
+import { formatDuration, parseDuration } from '../policy/duration.ts';
+import { parseRoles } from '../policy/keys.ts';
+import { runRetention } from '../policy/retention.ts';
+import { subjectAccessReport } from '../policy/subject-access.ts';
+import type { Role } from '../policy/types.ts';
 import { createAdmission, defaultMaxInFlight, DEFAULT_MAX_QUEUED } from './admission.ts';
+import { actorOf, requireRole, WWW_AUTHENTICATE } from './auth.ts';
 import { httpStatusFor } from './http-errors.ts';
 import { readUploads } from './upload.ts';
 
 export interface ApiOptions {
   engine: Engine;
+  /** The gallery served; its deployment holds the API keys and the audit trail. */
   gallery: Gallery;
   logger?: Logger;
   /** Largest accepted upload in bytes (whole body). Default 10 MiB. */
@@ -29,12 +51,31 @@ export interface ApiOptions {
 
 export const DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
 
+/** Largest JSON body (PUT /v1/policy, POST /v1/keys), in bytes. */
+export const MAX_JSON_BYTES = 16 * 1024;
+
+/** Identities listed by GET /v1/identities when no limit is given. */
+const DEFAULT_LIST_LIMIT = 100;
+
+/** The policy fields PUT /v1/policy takes, as the body names them. */
+const POLICY_BODY_FIELDS = ['keepFor', 'legalBasis', 'purpose', 'thumbnails'] as const;
+
+/** The fields POST /v1/keys takes. */
+const KEY_BODY_FIELDS = ['roles', 'label'] as const;
+
+type PolicyField = keyof Omit<GalleryPolicy, 'updatedAt'>;
+
 /**
- * The HTTP API. Every error is JSON `{error: {code, message, input?}}` with the status from
- * httpStatusFor; no request can take the process down.
+ * The HTTP API. Routes and the role each needs are those of docs/COMPLIANCE.md; only
+ * /healthz answers without a key (see auth.ts for open mode). Authentication runs first on
+ * every route, then admission control on the engine routes, then the body is read. Every
+ * read, change and erasure of identity data, and every key and policy change, writes an audit
+ * row naming the key. Every error is JSON `{error: {code, message, input?}}` with the status
+ * from httpStatusFor; no request can take the process down.
  */
 export function createApp(options: ApiOptions): express.Express {
   const { engine, gallery } = options;
+  const deployment = gallery.deployment;
   const logger = options.logger ?? silentLogger;
   const maxBytes = options.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
   const maxFiles = options.maxImagesPerRequest ?? 16;
@@ -42,13 +83,24 @@ export function createApp(options: ApiOptions): express.Express {
     maxInFlight: options.maxInFlight ?? defaultMaxInFlight(engine.workers),
     maxQueued: options.maxQueued ?? DEFAULT_MAX_QUEUED,
   });
+  const role = (name: Role) => requireRole(deployment, name);
+  const json = [
+    requireJsonType,
+    express.json({ limit: MAX_JSON_BYTES, inflate: false, strict: true }),
+  ];
   const app = express();
   app.disable('x-powered-by');
 
+  // Liveness only: it answers without a key, so it says nothing about the gallery.
   app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/v1/status', role('read'), (_req, res) => {
     const stats = gallery.stats();
     res.json({
       status: 'ok',
+      auth: deployment.keys.hasActive() ? 'keys' : 'open',
       backend: engine.identity.embedderId.startsWith('onnx') ? 'onnxruntime-node' : 'tfjs-wasm',
       workers: engine.workers,
       pipeline: { detector: engine.detectorId, mesh: engine.meshId, ...engine.identity },
@@ -57,22 +109,24 @@ export function createApp(options: ApiOptions): express.Express {
     });
   });
 
-  app.post('/v1/identities/:id/faces', admission.middleware, async (req, res) => {
-    const identity = validateIdentity(req.params.id);
-    const uploads = await readUploads(req, maxBytes, maxFiles);
+  // --- Face routes: the engine runs, so admission control comes right after the key. ---
+
+  app.post('/v1/identities/:id/faces', role('enrol'), admission.middleware, async (req, res) => {
+    const identity = validateIdentity(pathParam(req));
     const camera = queryString(req, 'camera');
     const capturedAt = queryString(req, 'capturedAt');
+    const policy = enrolmentPolicy(req);
+    const uploads = await readUploads(req, maxBytes, maxFiles);
 
-    const report = await enrolImages(
-      engine,
-      gallery,
-      uploads.map((u) => ({
-        identity,
-        image: { buffer: u.buffer, name: u.name },
-        camera,
-        capturedAt,
-      })),
-    );
+    const items: EnrolItem[] = uploads.map((u) => ({
+      identity,
+      image: { buffer: u.buffer, name: u.name },
+      camera,
+      capturedAt,
+    }));
+    const report = await enrolImages(engine, gallery, items, { policy });
+    auditEnrolment(deployment, actorOf(res), report, items);
+
     if (report.enrolled.length === 0) {
       const first = report.skipped[0];
       throw new ReidbError(first.code as ReidbError['code'], first.message, {
@@ -83,23 +137,29 @@ export function createApp(options: ApiOptions): express.Express {
     res.status(201).json({ identity, enrolled: report.enrolled, skipped: report.skipped });
   });
 
-  app.post('/v1/search', admission.middleware, async (req, res) => {
+  app.post('/v1/search', role('search'), admission.middleware, async (req, res) => {
+    const actor = actorOf(res);
     const k = queryInt(req, 'k', 1, 1000) ?? 5;
     const minScore = queryNumber(req, 'minScore', -1, 1);
     const uploads = await readUploads(req, maxBytes, maxFiles);
 
+    // One audit row per probe image, whatever its outcome; never the image or its vector.
     const results = await Promise.all(
       uploads.map(async (u) => {
         try {
-          return await searchImage(
+          const report = await searchImage(
             engine,
             gallery,
             { buffer: u.buffer, name: u.name },
             { k, minScore },
           );
+          auditSearch(deployment, actor, report, k);
+          return report;
         } catch (e) {
-          if (uploads.length === 1) throw e;
           const err = toReidbError(e, u.name);
+          const failure = { file: u.name, error: { code: err.code, message: err.message } };
+          auditSearch(deployment, actor, failure, k);
+          if (uploads.length === 1) throw e;
           return { file: u.name, error: err.toJSON() };
         }
       }),
@@ -107,12 +167,114 @@ export function createApp(options: ApiOptions): express.Express {
     res.json(results.length === 1 ? results[0] : { results });
   });
 
-  app.get('/v1/identities/:id', (req, res) => {
-    res.json(gallery.getIdentity(req.params.id));
+  // --- Reading identity data. ---
+
+  app.get('/v1/identities', role('read'), (req, res) => {
+    const limit = queryInt(req, 'limit', 1, 10_000) ?? DEFAULT_LIST_LIMIT;
+    const offset = queryInt(req, 'offset', 0, Number.MAX_SAFE_INTEGER) ?? 0;
+
+    const identities = gallery.listIdentities(limit, offset);
+    auditRead(deployment, actorOf(res), 'list');
+    res.json({ identities, limit, offset });
   });
 
-  app.delete('/v1/identities/:id', (req, res) => {
-    res.json(gallery.erase(req.params.id));
+  app.get('/v1/identities/:id', role('read'), (req, res) => {
+    const record = gallery.getIdentity(pathParam(req));
+    auditRead(deployment, actorOf(res), 'read', record.identity);
+    res.json(record);
+  });
+
+  // --- Compliance: erasure, subject access, retention and the audit trail. ---
+
+  app.delete('/v1/identities/:id', role('compliance'), (req, res) => {
+    const actor = actorOf(res);
+    const result = gallery.erase(pathParam(req), { actor });
+    auditErasure(deployment, actor, result);
+    res.json({
+      identity: result.identity,
+      facesRemoved: result.facesRemoved,
+      identityRef: result.identityRef,
+    });
+  });
+
+  app.get('/v1/identities/:id/export', role('compliance'), (req, res) => {
+    const vectors = queryBoolean(req, 'vectors') ?? false;
+
+    const report = subjectAccessReport(gallery, pathParam(req), { vectors });
+    auditRead(deployment, actorOf(res), 'export_identity', report.identity);
+    res.json(report);
+  });
+
+  app.post('/v1/retention/run', role('compliance'), (req, res) => {
+    const dryRun = queryBoolean(req, 'dryRun') ?? false;
+    res.json(runRetention(gallery, { actor: actorOf(res), dryRun }));
+  });
+
+  app.get('/v1/audit', role('compliance'), (req, res) => {
+    const format = queryChoice(req, 'format', ['json', 'csv'] as const) ?? 'json';
+    const identity = queryString(req, 'identity');
+    const identityRef =
+      identity === undefined ? undefined : deployment.identityRef(validateIdentity(identity));
+    const fromSeq = queryInt(req, 'fromSeq', 1, Number.MAX_SAFE_INTEGER);
+    const limit = queryInt(req, 'limit', 1, Number.MAX_SAFE_INTEGER);
+
+    // Read before the export's own row is written: the answer is the trail as it was asked for.
+    const rows = deployment.audit.rows({ identityRef, fromSeq, limit });
+    auditAuditExport(deployment, actorOf(res), { format, rows: rows.length, identityRef });
+    if (format === 'json') {
+      res.json({ rows });
+      return;
+    }
+    res.type('text/csv; charset=utf-8').send(deployment.audit.toCsv(rows));
+  });
+
+  // 200 whether or not the trail is intact: the answer is the finding, `ok` says which.
+  app.get('/v1/audit/verify', role('compliance'), (_req, res) => {
+    res.json(deployment.audit.verify());
+  });
+
+  // --- Policy and keys. ---
+
+  app.get('/v1/policy', role('read'), (_req, res) => {
+    res.json(policyJson(gallery.policy()));
+  });
+
+  app.put('/v1/policy', role('admin'), ...json, (req, res) => {
+    const patch = policyPatch(req.body);
+    const given = Object.keys(patch) as PolicyField[];
+
+    const before = gallery.policy();
+    const policy = gallery.setPolicy(patch);
+    const changed = given.filter((field) => before[field] !== policy[field]);
+    if (changed.length > 0) auditPolicyChange(deployment, actorOf(res), changed, policy);
+    res.json({ ...policyJson(policy), changed });
+  });
+
+  app.get('/v1/keys', role('admin'), (_req, res) => {
+    res.json({ keys: deployment.keys.list() });
+  });
+
+  app.post('/v1/keys', role('admin'), ...json, (req, res) => {
+    const body = objectBody(req.body, KEY_BODY_FIELDS);
+    const roles = typeof body.roles === 'string' ? parseRoles(body.roles) : body.roles;
+
+    const created = deployment.keys.create({
+      roles: roles as Role[],
+      label: body.label as string | undefined,
+    });
+    auditKeyCreate(deployment, actorOf(res), created);
+    // The key is shown once; no cache along the way may keep it.
+    res.status(201).set('Cache-Control', 'no-store').json(created);
+  });
+
+  // A key may revoke itself, and the last admin key may be revoked: then only the CLI can
+  // create keys. Revoking the last active key of all returns the server to open mode, which
+  // answers on loopback only (auth.ts).
+  app.delete('/v1/keys/:id', role('admin'), (req, res) => {
+    const wasActive = deployment.keys.get(pathParam(req))?.revokedAt === null;
+    const record = deployment.keys.revoke(pathParam(req));
+    if (wasActive) auditKeyRevoke(deployment, actorOf(res), record);
+    res.json(record);
   });
 
   app.use((req, _res, next) => {
@@ -122,26 +284,165 @@ export function createApp(options: ApiOptions): express.Express {
   app.use((error: unknown, req: Request, res: Response, _next: NextFunction) => {
     const err = bodyParserError(error) ?? toReidbError(error);
     const status = httpStatusFor(err.code);
-    if (status >= 500 && err.code !== 'overloaded') {
+    if (status >= 500 && err.code !== 'overloaded' && err.code !== 'auth_required') {
       logger.error('request failed', { path: req.path, error: err.message });
     }
     if (res.headersSent) return;
     if (err.code === 'overloaded')
       res.set('Retry-After', String(err.details?.retryAfterSeconds ?? 1));
+    if (err.code === 'unauthorized') res.set('WWW-Authenticate', WWW_AUTHENTICATE);
     res.status(status).json({ error: err.toJSON() });
   });
 
   return app;
 }
 
+/**
+ * Refuses a JSON route's request whose body is not declared application/json with
+ * unsupported_media_type, before express.json (which would skip it and leave no body).
+ */
+function requireJsonType(req: Request, _res: Response, next: NextFunction): void {
+  if (req.is('application/json')) {
+    next();
+    return;
+  }
+  const type = req.headers['content-type'] ?? '(none)';
+  next(
+    new ReidbError(
+      'unsupported_media_type',
+      `content type '${type}' is not accepted; send a JSON object as application/json`,
+      { input: type },
+    ),
+  );
+}
+
+/** A parsed JSON body as a plain object, refusing any field not in `fields` by name. */
+function objectBody(body: unknown, fields: readonly string[]): Record<string, unknown> {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new ReidbError('invalid_argument', 'the body must be a JSON object', { input: 'body' });
+  }
+  for (const field of Object.keys(body)) {
+    if (!fields.includes(field)) {
+      throw new ReidbError(
+        'invalid_argument',
+        `unknown field '${field}'; the fields are ${fields.join(', ')}`,
+        { input: field },
+      );
+    }
+  }
+  return body as Record<string, unknown>;
+}
+
+/**
+ * The policy patch of a PUT /v1/policy body: keepFor as a duration ('30d') or null for none,
+ * legalBasis and purpose as text or null, thumbnails off|on|blurred. Gallery.setPolicy checks
+ * the values and names a bad one. Throws invalid_argument for an unknown field or none at all.
+ */
+function policyPatch(body: unknown): Partial<Omit<GalleryPolicy, 'updatedAt'>> {
+  const fields = objectBody(body, POLICY_BODY_FIELDS);
+  const patch: Partial<Omit<GalleryPolicy, 'updatedAt'>> = {};
+
+  if (fields.keepFor !== undefined) {
+    patch.keepForSeconds =
+      fields.keepFor === null ? null : parseDuration(fields.keepFor as string, 'keepFor');
+  }
+  if (fields.legalBasis !== undefined) patch.legalBasis = fields.legalBasis as string | null;
+  if (fields.purpose !== undefined) patch.purpose = fields.purpose as string | null;
+  if (fields.thumbnails !== undefined) {
+    patch.thumbnails = fields.thumbnails as GalleryPolicy['thumbnails'];
+  }
+
+  if (Object.keys(patch).length === 0) {
+    throw new ReidbError(
+      'invalid_argument',
+      `give at least one of ${POLICY_BODY_FIELDS.join(', ')}`,
+      { input: 'body' },
+    );
+  }
+  return patch;
+}
+
+/** A policy as the API shows it: its fields plus keep-for as a duration (null when none). */
+function policyJson(policy: GalleryPolicy): GalleryPolicy & { keepFor: string | null } {
+  return {
+    ...policy,
+    keepFor: policy.keepForSeconds === null ? null : formatDuration(policy.keepForSeconds),
+  };
+}
+
+/**
+ * What an enrolment records for its identity, from the query: keepFor (a duration such as
+ * 30d), legalBasis and purpose (text). Checked here, before the body is read and the engine
+ * runs, with the gallery's own limits; absent fields follow the gallery's policy.
+ */
+function enrolmentPolicy(req: Request): IdentityPolicy {
+  const policy: IdentityPolicy = {};
+
+  const keepFor = queryString(req, 'keepFor');
+  if (keepFor !== undefined) policy.keepForSeconds = parseDuration(keepFor, 'keepFor');
+
+  for (const field of ['legalBasis', 'purpose'] as const) {
+    const value = queryString(req, field);
+    if (value === undefined) continue;
+    if (
+      value.trim().length === 0 ||
+      value.length > MAX_POLICY_TEXT ||
+      /[\u0000-\u001f\u007f]/.test(value)
+    ) {
+      throw new ReidbError(
+        'invalid_argument',
+        `${field} must be text of 1..${MAX_POLICY_TEXT} characters without control characters`,
+        { input: field },
+      );
+    }
+    policy[field] = value;
+  }
+
+  return policy;
+}
+
+/** What body-parser throws, as the ReidbError it means; null for anything else. */
 function bodyParserError(error: unknown): ReidbError | null {
   const e = error as { type?: string; status?: number; message?: string };
   if (e && e.type === 'entity.too.large')
     return new ReidbError('payload_too_large', String(e.message));
+  if (e && e.status === 415) return new ReidbError('unsupported_media_type', String(e.message));
   if (e && typeof e.status === 'number' && e.status === 400) {
     return new ReidbError('invalid_argument', String(e.message));
   }
   return null;
+}
+
+/** The `:id` of a route path (express decodes it); one segment, never an array. */
+function pathParam(req: Request): string {
+  const v = req.params.id;
+  if (typeof v !== 'string') {
+    throw new ReidbError('invalid_argument', 'the path must name one id', { input: 'id' });
+  }
+  return v;
+}
+
+function queryBoolean(req: Request, name: string): boolean | undefined {
+  const v = queryString(req, name);
+  if (v === undefined) return undefined;
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  throw new ReidbError('invalid_argument', `${name} must be true or false, got '${v}'`, {
+    input: name,
+  });
+}
+
+function queryChoice<T extends string>(
+  req: Request,
+  name: string,
+  choices: readonly T[],
+): T | undefined {
+  const v = queryString(req, name);
+  if (v === undefined) return undefined;
+  if ((choices as readonly string[]).includes(v)) return v as T;
+  throw new ReidbError('invalid_argument', `${name} must be ${choices.join(' or ')}, got '${v}'`, {
+    input: name,
+  });
 }
 
 function queryString(req: Request, name: string): string | undefined {

@@ -53,8 +53,8 @@ test('with a trained fusion configured, the HTTP API indexes its 128-D vectors',
       t.is((await post(`/v1/identities/${person}/faces`, lfw(person, n))).status, 201);
   }
   t.like(gallery.config(), { fusionId: header.id, fusedDim: 128 });
-  const health = await (await fetch(`${base}/healthz`)).json();
-  t.is(health.pipeline.fusionId, header.id);
+  const status = await (await fetch(`${base}/v1/status`)).json();
+  t.is(status.pipeline.fusionId, header.id);
 
   const found = await (await post('/v1/search?k=2', lfw('Alvaro_Uribe', 3))).json();
   t.is(found.faces[0].matches[0].identity, 'Alvaro_Uribe');

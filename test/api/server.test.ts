@@ -77,7 +77,11 @@ test.serial('enrol, search, read and erase through HTTP', async (t) => {
   const erased = await (
     await fetch(`${base}/v1/identities/${PEOPLE[0]}`, { method: 'DELETE' })
   ).json();
-  t.deepEqual(erased, { identity: PEOPLE[0], facesRemoved: 3 });
+  t.deepEqual(erased, {
+    identity: PEOPLE[0],
+    facesRemoved: 3,
+    identityRef: gallery.deployment.identityRef(PEOPLE[0]),
+  });
   const gone = await fetch(`${base}/v1/identities/${PEOPLE[0]}`);
   t.is(gone.status, 404);
   t.is((await gone.json()).error.code, 'identity_not_found');
