@@ -6,7 +6,7 @@ import type { Engine } from '../engine/pool.ts';
 import { enrolImages, searchImage, type EnrolItem } from '../engine/service.ts';
 import { ReidbError, toReidbError } from '../errors.ts';
 import {
-  MAX_POLICY_TEXT,
+  checkPolicyText,
   type Gallery,
   type GalleryPolicy,
   type IdentityPolicy,
@@ -383,19 +383,7 @@ function enrolmentPolicy(req: Request): IdentityPolicy {
 
   for (const field of ['legalBasis', 'purpose'] as const) {
     const value = queryString(req, field);
-    if (value === undefined) continue;
-    if (
-      value.trim().length === 0 ||
-      value.length > MAX_POLICY_TEXT ||
-      /[\u0000-\u001f\u007f]/.test(value)
-    ) {
-      throw new ReidbError(
-        'invalid_argument',
-        `${field} must be text of 1..${MAX_POLICY_TEXT} characters without control characters`,
-        { input: field },
-      );
-    }
-    policy[field] = value;
+    if (value !== undefined) policy[field] = checkPolicyText(value, field);
   }
 
   return policy;

@@ -2,7 +2,7 @@ import { closeSync, fchmodSync, fsyncSync, openSync, writeSync } from 'node:fs';
 
 import { ReidbError } from '../errors.ts';
 import { exportGallery, importGallery } from '../gallery/export.ts';
-import { MAX_POLICY_TEXT, type GalleryPolicy } from '../gallery/gallery.ts';
+import { checkPolicyText, type GalleryPolicy } from '../gallery/gallery.ts';
 import { validateIdentity } from '../gallery/identity.ts';
 import {
   auditAuditExport,
@@ -335,12 +335,12 @@ function policyPatch(args: ParsedArgs): Partial<Omit<GalleryPolicy, 'updatedAt'>
 
   const legalBasis = str(args, 'legal-basis');
   if (legalBasis !== undefined) {
-    patch.legalBasis = legalBasis === 'none' ? null : policyTextArg(legalBasis, '--legal-basis');
+    patch.legalBasis = legalBasis === 'none' ? null : checkPolicyText(legalBasis, '--legal-basis');
   }
 
   const purpose = str(args, 'purpose');
   if (purpose !== undefined) {
-    patch.purpose = purpose === 'none' ? null : policyTextArg(purpose, '--purpose');
+    patch.purpose = purpose === 'none' ? null : checkPolicyText(purpose, '--purpose');
   }
 
   const thumbnails = oneOf(args, 'thumbnails', THUMBNAIL_MODES);
@@ -444,24 +444,6 @@ function identityArg(args: ParsedArgs): string | undefined {
   } catch (e) {
     throw usage(`--identity: ${(e as Error).message}`, '--identity');
   }
-}
-
-/**
- * A legal basis or purpose given on the command line: 1 to 1000 characters, not blank, no
- * control characters (as the gallery requires); a usage error naming `flag` otherwise.
- */
-export function policyTextArg(text: string, flag: string): string {
-  if (
-    text.trim().length === 0 ||
-    text.length > MAX_POLICY_TEXT ||
-    /[\u0000-\u001f\u007f]/.test(text)
-  ) {
-    throw usage(
-      `${flag} must be text of 1 to ${MAX_POLICY_TEXT} characters without control characters`,
-      flag,
-    );
-  }
-  return text;
 }
 
 /** An invalid_argument from the library about `field`, renamed after the command's flag. */

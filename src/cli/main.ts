@@ -7,14 +7,14 @@ import {
   type SearchReport,
 } from '../engine/service.ts';
 import { ReidbError, toReidbError } from '../errors.ts';
-import type { Gallery, IdentityPolicy } from '../gallery/gallery.ts';
+import { checkPolicyText, type Gallery, type IdentityPolicy } from '../gallery/gallery.ts';
 import { validateIdentity } from '../gallery/identity.ts';
 import { jsonLineLogger, type Logger } from '../log.ts';
 import { auditEnrolment, auditErasure, auditSearch, cliActor } from '../policy/audit-events.ts';
 import { parseDuration } from '../policy/duration.ts';
 import { int, num, parseArgs, required, str, type FlagSpec, type ParsedArgs } from './args.ts';
 import { benchCommand, BENCH_FLAGS } from './bench-command.ts';
-import { COMPLIANCE_COMMANDS, policyTextArg } from './compliance-commands.ts';
+import { COMPLIANCE_COMMANDS } from './compliance-commands.ts';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, exitCodeFor } from './exit-codes.ts';
 import { keepFusionModel, openCliGallery } from './gallery-location.ts';
 import { ENGINE_FLAGS, engineOptions } from './options.ts';
@@ -324,9 +324,9 @@ function enrolmentPolicy(args: ParsedArgs): IdentityPolicy {
   const keepFor = str(args, 'keep-for');
   if (keepFor !== undefined) policy.keepForSeconds = parseDuration(keepFor, '--keep-for');
   const legalBasis = str(args, 'legal-basis');
-  if (legalBasis !== undefined) policy.legalBasis = policyTextArg(legalBasis, '--legal-basis');
+  if (legalBasis !== undefined) policy.legalBasis = checkPolicyText(legalBasis, '--legal-basis');
   const purpose = str(args, 'purpose');
-  if (purpose !== undefined) policy.purpose = policyTextArg(purpose, '--purpose');
+  if (purpose !== undefined) policy.purpose = checkPolicyText(purpose, '--purpose');
   return policy;
 }
 

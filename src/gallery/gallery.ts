@@ -870,6 +870,26 @@ function validateFaces(faces: EnrolFace[], config: GalleryConfig): void {
   });
 }
 
+/**
+ * Checks a legal basis or purpose text: 1..1000 characters, not only white space, no control
+ * characters. Returns it; throws invalid_argument naming `input` (a field or a flag).
+ */
+export function checkPolicyText(value: unknown, input: string): string {
+  if (
+    typeof value !== 'string' ||
+    value.trim().length === 0 ||
+    value.length > MAX_POLICY_TEXT ||
+    /[\u0000-\u001f\u007f]/.test(value)
+  ) {
+    throw new ReidbError(
+      'invalid_argument',
+      `${input} must be text of 1..${MAX_POLICY_TEXT} characters without control characters`,
+      { input },
+    );
+  }
+  return value;
+}
+
 /** Checks the policy fields of an enrolment or a policy change; returns those given. */
 function validateIdentityPolicy(policy: IdentityPolicy): IdentityPolicy {
   const out: IdentityPolicy = {};
@@ -887,20 +907,7 @@ function validateIdentityPolicy(policy: IdentityPolicy): IdentityPolicy {
   for (const field of ['legalBasis', 'purpose'] as const) {
     const value: unknown = policy[field];
     if (value === undefined) continue;
-    if (
-      value !== null &&
-      (typeof value !== 'string' ||
-        value.trim().length === 0 ||
-        value.length > MAX_POLICY_TEXT ||
-        /[\u0000-\u001f\u007f]/.test(value))
-    ) {
-      throw new ReidbError(
-        'invalid_argument',
-        `${field} must be text of 1..${MAX_POLICY_TEXT} characters without control characters`,
-        { input: field },
-      );
-    }
-    out[field] = value as string | null;
+    out[field] = value === null ? null : checkPolicyText(value, field);
   }
   return out;
 }
