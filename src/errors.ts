@@ -35,6 +35,8 @@ export type ErrorCode =
   // requests and arguments
   | 'invalid_argument'
   | 'overloaded'
+  | 'shutting_down'
+  | 'closed'
   | 'port_in_use'
   | 'payload_too_large'
   | 'unsupported_media_type'

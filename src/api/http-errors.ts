@@ -34,6 +34,8 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'ambiguous_face':
       return 422;
     case 'overloaded':
+    case 'shutting_down':
+    case 'closed':
     case 'auth_required':
       return 503;
     default:

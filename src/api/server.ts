@@ -91,6 +91,18 @@ export function createApp(options: ApiOptions): express.Express {
   const app = express();
   app.disable('x-powered-by');
 
+  // Once shutDown() starts, every new request is refused with 503 and its connection closed,
+  // while those already running finish.
+  let draining = false;
+  app.locals.startDraining = (): void => {
+    draining = true;
+  };
+  app.use((_req, res, next) => {
+    if (!draining) return next();
+    res.set('Connection', 'close');
+    next(new ReidbError('shutting_down', 'the server is shutting down; retry on another one'));
+  });
+
   // Liveness only: it answers without a key, so it says nothing about the gallery.
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
@@ -468,6 +480,38 @@ function queryInt(req: Request, name: string, min: number, max: number): number 
     });
   }
   return n;
+}
+
+/**
+ * Stops `server` the way its clients expect: new requests get 503 `shutting_down` (and their
+ * keep-alive connection closed), requests already running finish and get their answers, and
+ * idle connections are closed. Resolves once every connection has ended, or after
+ * `timeoutMs` (default 30 s), when the remaining connections are cut. Resolves with whether
+ * every request finished in time.
+ */
+export async function shutDown(
+  server: Server,
+  app: express.Express,
+  timeoutMs = 30_000,
+): Promise<boolean> {
+  (app.locals.startDraining as (() => void) | undefined)?.();
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+
+  // A connection that finishes its request becomes idle: close those as they appear.
+  const sweep = setInterval(() => server.closeIdleConnections(), 100);
+  server.closeIdleConnections();
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => {
+      server.closeAllConnections();
+      resolve(false);
+    }, timeoutMs);
+  });
+
+  const drained = await Promise.race([closed.then(() => true), timedOut]);
+  clearInterval(sweep);
+  clearTimeout(timer);
+  return drained;
 }
 
 /** Starts listening; resolves with the server once it is bound (port 0 picks a free port). */

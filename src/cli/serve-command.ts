@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { isIPv4, isIPv6 } from 'node:net';
 
-import { createApp, listen } from '../api/server.ts';
+import { createApp, listen, shutDown } from '../api/server.ts';
 import { ReidbError } from '../errors.ts';
 import { createEngine } from '../engine/pool.ts';
 import { parseDuration } from '../policy/duration.ts';
@@ -132,7 +132,8 @@ export async function serveCommand(ctx: CommandContext): Promise<CommandOutput> 
 
   await Promise.race([once(process, 'SIGINT'), once(process, 'SIGTERM')]);
   retention?.stop();
-  server.close();
+  const drained = await shutDown(server, app);
+  if (!drained) logger.warn('requests still running at shutdown were cut off');
   await engine.close();
   gallery.close();
   return { json: undefined, text: 'reidb stopped' };

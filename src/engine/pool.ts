@@ -133,7 +133,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
   }
 
   function submit(input: JobInput): Promise<EngineResult> {
-    if (closing) return Promise.reject(new ReidbError('internal', 'engine is closed'));
+    if (closing) return Promise.reject(new ReidbError('closed', 'engine is closed'));
     return new Promise((resolve, reject) => {
       queue.push({ request: { id: nextId++, input, decode }, resolve, reject });
       pump();
@@ -160,7 +160,7 @@ export async function createEngine(options: EngineOptions = {}): Promise<Engine>
     async close() {
       closing = true;
       for (const job of queue.splice(0)) {
-        job.reject(new ReidbError('internal', 'engine closed before the image was analysed'));
+        job.reject(new ReidbError('closed', 'engine closed before the image was analysed'));
       }
       await Promise.all(slots.map((s) => s.worker.terminate()));
     },

@@ -780,7 +780,7 @@ export class Gallery {
 
   private assertOpen(): void {
     if (this.closed) {
-      throw new ReidbError('invalid_argument', `the gallery at ${this.dir} is closed`, {
+      throw new ReidbError('closed', `the gallery at ${this.dir} is closed`, {
         input: this.dir,
       });
     }

@@ -1,0 +1,90 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import test from 'ava';
+
+import { createApp, listen, shutDown } from '../../src/api/server.ts';
+import type { Analysis } from '../../src/engine/pipeline.ts';
+import type { Engine } from '../../src/engine/pool.ts';
+import { openGallery } from '../../src/gallery/gallery.ts';
+
+const DIM = 8;
+
+/** An engine whose every image holds one face, found after `delayMs`. */
+function slowEngine(delayMs: number): Engine {
+  let n = 0;
+  const analyse = async () => {
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+    const v = Float32Array.from({ length: DIM }, (_, i) => (i === n % DIM ? 1 : 0.1));
+    n++;
+    const analysis: Analysis = {
+      faces: [
+        {
+          detection: { box: { x: 0, y: 0, width: 50, height: 50 }, keypoints: [], score: 0.9 },
+          mesh: { landmarks: new Float32Array(468 * 3), score: 1 },
+          pose: { yaw: 0, pitch: 0, roll: 0 },
+          quality: 0.9,
+          appearance: v,
+          geometry: new Float32Array(126).fill(0.5),
+          fused: v,
+        },
+      ],
+      rejected: [],
+      width: 50,
+      height: 50,
+      stageMs: {},
+    };
+    return { analysis, decodeMs: 0 };
+  };
+  return {
+    identity: {
+      embedderId: 'slow',
+      appearanceDim: DIM,
+      fusionId: 'appearance-v1',
+      fusedDim: DIM,
+      alignMode: 'mesh',
+    },
+    detectorId: 'slow',
+    meshId: 'slow',
+    workers: 2,
+    analyseFile: analyse,
+    analyseBuffer: analyse,
+    close: async () => {},
+  };
+}
+
+test('shutDown lets running requests finish and refuses new ones', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'reidb-shutdown-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const gallery = await openGallery(dir);
+  t.teardown(() => gallery.close());
+  const app = createApp({ engine: slowEngine(400), gallery });
+  const server = await listen(app, 0, '127.0.0.1');
+  const address = server.address();
+  const base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  const enrol = (id: string) =>
+    fetch(`${base}/v1/identities/${id}/faces`, {
+      method: 'POST',
+      body: new Uint8Array([1, 2, 3]),
+      headers: { 'content-type': 'image/jpeg' },
+    });
+
+  const running = [enrol('a'), enrol('b'), enrol('c')];
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const stopped = shutDown(server, app, 5000);
+
+  const late = await enrol('late').then(
+    (res) => `${res.status}`,
+    () => 'refused',
+  );
+  t.is(late, 'refused', 'a new connection after the shutdown started is not accepted');
+
+  const statuses = await Promise.all(running.map(async (r) => (await r).status));
+  t.deepEqual(statuses, [201, 201, 201]);
+  t.true(await stopped);
+  t.deepEqual(
+    gallery.listIdentities().map((i) => i.identity),
+    ['a', 'b', 'c'],
+  );
+});
