@@ -24,6 +24,7 @@ import {
   auditRead,
   auditSearch,
 } from '../policy/audit-events.ts';
+import { policyJson } from '../policy/policy-json.ts';
 import { formatDuration, parseDuration } from '../policy/duration.ts';
 import { parseRoles } from '../policy/keys.ts';
 import { runRetention } from '../policy/retention.ts';
@@ -372,14 +373,6 @@ function policyPatch(body: unknown): Partial<Omit<GalleryPolicy, 'updatedAt'>> {
     );
   }
   return patch;
-}
-
-/** A policy as the API shows it: its fields plus keep-for as a duration (null when none). */
-function policyJson(policy: GalleryPolicy): GalleryPolicy & { keepFor: string | null } {
-  return {
-    ...policy,
-    keepFor: policy.keepForSeconds === null ? null : formatDuration(policy.keepForSeconds),
-  };
 }
 
 /**

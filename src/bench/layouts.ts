@@ -91,11 +91,7 @@ export function isImageName(name: string): boolean {
 }
 
 /** Reads a dataset root with the given layout. */
-export function readLayout(
-  root: string,
-  kind: LayoutKind,
-  options: LayoutOptions = {},
-): Dataset {
+export function readLayout(root: string, kind: LayoutKind, options: LayoutOptions = {}): Dataset {
   const abs = path.resolve(root);
   requireDir(abs, 'dataset root');
   switch (kind) {

@@ -19,8 +19,7 @@ export interface EvalItem {
 
 /** `similarity(queryIndex, galleryIndex)`, or rows of a precomputed query x gallery matrix. */
 export type SimilarityInput =
-  | ((queryIndex: number, galleryIndex: number) => number)
-  | ReadonlyArray<ArrayLike<number>>;
+  ((queryIndex: number, galleryIndex: number) => number) | ReadonlyArray<ArrayLike<number>>;
 
 export interface CmcOptions {
   /**
@@ -258,8 +257,7 @@ export function rocFromPairs(scores: ReadonlyArray<PairScore>): Roc {
   const impostor = scores.length - genuine;
   const points: RocPoint[] = [{ far: 0, tar: 0, threshold: Number.POSITIVE_INFINITY }];
   if (genuine === 0 || impostor === 0) {
-    const reason =
-      `ROC needs genuine and impostor pairs (genuine ${genuine}, impostor ${impostor})`;
+    const reason = `ROC needs genuine and impostor pairs (genuine ${genuine}, impostor ${impostor})`;
     return { auc: null, points, genuine, impostor, reason };
   }
 
@@ -267,7 +265,7 @@ export function rocFromPairs(scores: ReadonlyArray<PairScore>): Roc {
   const sorted = [...scores].sort((a, b) => b.score - a.score);
   let tp = 0;
   let fp = 0;
-  for (let i = 0; i < sorted.length; ) {
+  for (let i = 0; i < sorted.length;) {
     const threshold = sorted[i].score;
     while (i < sorted.length && sorted[i].score === threshold) {
       if (sorted[i].same) tp++;

@@ -203,9 +203,7 @@ function crossCamera(items: ReadonlyArray<DatasetItem>, options: ProtocolOptions
 
   // One camera against the others (CUHK01: camera A queries, camera B gallery).
   if (queryCamera !== undefined) {
-    const queries = indices.filter(
-      (i) => items[i].camid === queryCamera && !galleryOnly(items[i]),
-    );
+    const queries = indices.filter((i) => items[i].camid === queryCamera && !galleryOnly(items[i]));
     const gallery = indices.filter((i) => items[i].camid !== queryCamera || galleryOnly(items[i]));
     if (queries.length === 0) {
       throw new ReidbError('invalid_argument', `no query images from camera '${queryCamera}'`, {

@@ -13,6 +13,7 @@ import {
   auditPolicyChange,
   cliActor,
 } from '../policy/audit-events.ts';
+import { policyJson } from '../policy/policy-json.ts';
 import { formatDuration, parseDuration } from '../policy/duration.ts';
 import { parseRoles } from '../policy/keys.ts';
 import { runRetention } from '../policy/retention.ts';
@@ -347,14 +348,6 @@ function policyPatch(args: ParsedArgs): Partial<Omit<GalleryPolicy, 'updatedAt'>
   if (thumbnails !== undefined) patch.thumbnails = thumbnails;
 
   return patch;
-}
-
-/** The JSON of a policy: its fields plus keep-for written as a duration (null when none). */
-function policyJson(policy: GalleryPolicy): GalleryPolicy & { keepFor: string | null } {
-  return {
-    ...policy,
-    keepFor: policy.keepForSeconds === null ? null : formatDuration(policy.keepForSeconds),
-  };
 }
 
 function policyText(policy: GalleryPolicy): string {

@@ -200,12 +200,22 @@ function residualDown(x: tf.Tensor4D, block: ResidualBlock): tf.Tensor4D {
   const padRows = shortcut.shape[1] - y.shape[1];
   const padCols = shortcut.shape[2] - y.shape[2];
   if (padRows > 0 || padCols > 0) {
-    y = tf.pad(y, [[0, 0], [0, padRows], [0, padCols], [0, 0]]);
+    y = tf.pad(y, [
+      [0, 0],
+      [0, padRows],
+      [0, padCols],
+      [0, 0],
+    ]);
   }
 
   const padChannels = y.shape[3] - shortcut.shape[3];
   if (padChannels > 0) {
-    shortcut = tf.pad(shortcut, [[0, 0], [0, 0], [0, 0], [0, padChannels]]);
+    shortcut = tf.pad(shortcut, [
+      [0, 0],
+      [0, 0],
+      [0, 0],
+      [0, padChannels],
+    ]);
   }
 
   return tf.relu(tf.add(y, shortcut) as tf.Tensor4D);

@@ -108,27 +108,129 @@ type Pair = readonly [Segment, Segment];
 
 /** Left/right distance pairs: each gives a right and a left distance, and a ratio. */
 const BILATERAL_DISTANCES: readonly (readonly [string, Pair])[] = [
-  ['eye_width', [[M.rEyeOuter, M.rEyeInner], [M.lEyeOuter, M.lEyeInner]]],
-  ['eye_height', [[M.rEyeTop, M.rEyeBottom], [M.lEyeTop, M.lEyeBottom]]],
-  ['brow_length', [[M.rBrowOuter, M.rBrowInner], [M.lBrowOuter, M.lBrowInner]]],
-  ['brow_to_eye', [[M.rBrowPeak, M.rEyeTop], [M.lBrowPeak, M.lEyeTop]]],
-  ['nose_tip_to_mouth_corner', [[M.noseTip, M.rMouth], [M.noseTip, M.lMouth]]],
-  ['eye_to_mouth_corner', [[M.rEyeOuter, M.rMouth], [M.lEyeOuter, M.lMouth]]],
-  ['face_edge_to_nose_tip', [[M.rFaceEdge, M.noseTip], [M.lFaceEdge, M.noseTip]]],
-  ['gonion_to_chin', [[M.rGonion, M.chin], [M.lGonion, M.chin]]],
-  ['eye_to_face_edge', [[M.rEyeOuter, M.rFaceEdge], [M.lEyeOuter, M.lFaceEdge]]],
-  ['ala_to_inner_eye', [[M.rAla, M.rEyeInner], [M.lAla, M.lEyeInner]]],
-  ['mouth_corner_to_gonion', [[M.rMouth, M.rGonion], [M.lMouth, M.lGonion]]],
-  ['face_edge_to_gonion', [[M.rFaceEdge, M.rGonion], [M.lFaceEdge, M.lGonion]]],
+  [
+    'eye_width',
+    [
+      [M.rEyeOuter, M.rEyeInner],
+      [M.lEyeOuter, M.lEyeInner],
+    ],
+  ],
+  [
+    'eye_height',
+    [
+      [M.rEyeTop, M.rEyeBottom],
+      [M.lEyeTop, M.lEyeBottom],
+    ],
+  ],
+  [
+    'brow_length',
+    [
+      [M.rBrowOuter, M.rBrowInner],
+      [M.lBrowOuter, M.lBrowInner],
+    ],
+  ],
+  [
+    'brow_to_eye',
+    [
+      [M.rBrowPeak, M.rEyeTop],
+      [M.lBrowPeak, M.lEyeTop],
+    ],
+  ],
+  [
+    'nose_tip_to_mouth_corner',
+    [
+      [M.noseTip, M.rMouth],
+      [M.noseTip, M.lMouth],
+    ],
+  ],
+  [
+    'eye_to_mouth_corner',
+    [
+      [M.rEyeOuter, M.rMouth],
+      [M.lEyeOuter, M.lMouth],
+    ],
+  ],
+  [
+    'face_edge_to_nose_tip',
+    [
+      [M.rFaceEdge, M.noseTip],
+      [M.lFaceEdge, M.noseTip],
+    ],
+  ],
+  [
+    'gonion_to_chin',
+    [
+      [M.rGonion, M.chin],
+      [M.lGonion, M.chin],
+    ],
+  ],
+  [
+    'eye_to_face_edge',
+    [
+      [M.rEyeOuter, M.rFaceEdge],
+      [M.lEyeOuter, M.lFaceEdge],
+    ],
+  ],
+  [
+    'ala_to_inner_eye',
+    [
+      [M.rAla, M.rEyeInner],
+      [M.lAla, M.lEyeInner],
+    ],
+  ],
+  [
+    'mouth_corner_to_gonion',
+    [
+      [M.rMouth, M.rGonion],
+      [M.lMouth, M.lGonion],
+    ],
+  ],
+  [
+    'face_edge_to_gonion',
+    [
+      [M.rFaceEdge, M.rGonion],
+      [M.lFaceEdge, M.lGonion],
+    ],
+  ],
 ];
 
 /** Left/right pairs that enter only as a ratio. */
 const RATIO_ONLY: readonly (readonly [string, Pair])[] = [
-  ['mouth_corner_to_upper_lip', [[M.rMouth, M.upperLip], [M.lMouth, M.upperLip]]],
-  ['mouth_corner_to_chin', [[M.rMouth, M.chin], [M.lMouth, M.chin]]],
-  ['ala_to_nose_tip', [[M.rAla, M.noseTip], [M.lAla, M.noseTip]]],
-  ['brow_outer_to_nasion', [[M.rBrowOuter, M.nasion], [M.lBrowOuter, M.nasion]]],
-  ['face_edge_to_chin', [[M.rFaceEdge, M.chin], [M.lFaceEdge, M.chin]]],
+  [
+    'mouth_corner_to_upper_lip',
+    [
+      [M.rMouth, M.upperLip],
+      [M.lMouth, M.upperLip],
+    ],
+  ],
+  [
+    'mouth_corner_to_chin',
+    [
+      [M.rMouth, M.chin],
+      [M.lMouth, M.chin],
+    ],
+  ],
+  [
+    'ala_to_nose_tip',
+    [
+      [M.rAla, M.noseTip],
+      [M.lAla, M.noseTip],
+    ],
+  ],
+  [
+    'brow_outer_to_nasion',
+    [
+      [M.rBrowOuter, M.nasion],
+      [M.lBrowOuter, M.nasion],
+    ],
+  ],
+  [
+    'face_edge_to_chin',
+    [
+      [M.rFaceEdge, M.chin],
+      [M.lFaceEdge, M.chin],
+    ],
+  ],
 ];
 
 /** An angle's [a, vertex, b]. */
@@ -136,8 +238,20 @@ type Triplet = [Anchor, Anchor, Anchor];
 
 /** Left/right angle triplets: right first, then left. */
 const BILATERAL_ANGLES: readonly (readonly [string, readonly [Triplet, Triplet]])[] = [
-  ['gonial', [[M.rFaceEdge, M.rGonion, M.chin], [M.lFaceEdge, M.lGonion, M.chin]]],
-  ['eye_opening', [[M.rEyeTop, M.rEyeOuter, M.rEyeBottom], [M.lEyeTop, M.lEyeOuter, M.lEyeBottom]]],
+  [
+    'gonial',
+    [
+      [M.rFaceEdge, M.rGonion, M.chin],
+      [M.lFaceEdge, M.lGonion, M.chin],
+    ],
+  ],
+  [
+    'eye_opening',
+    [
+      [M.rEyeTop, M.rEyeOuter, M.rEyeBottom],
+      [M.lEyeTop, M.lEyeOuter, M.lEyeBottom],
+    ],
+  ],
   [
     'brow_arch',
     [
@@ -145,8 +259,20 @@ const BILATERAL_ANGLES: readonly (readonly [string, readonly [Triplet, Triplet]]
       [M.lBrowOuter, M.lBrowPeak, M.lBrowInner],
     ],
   ],
-  ['mouth_corner', [[M.upperLip, M.rMouth, M.lowerLip], [M.upperLip, M.lMouth, M.lowerLip]]],
-  ['cheek', [[M.foreheadTop, M.rFaceEdge, M.chin], [M.foreheadTop, M.lFaceEdge, M.chin]]],
+  [
+    'mouth_corner',
+    [
+      [M.upperLip, M.rMouth, M.lowerLip],
+      [M.upperLip, M.lMouth, M.lowerLip],
+    ],
+  ],
+  [
+    'cheek',
+    [
+      [M.foreheadTop, M.rFaceEdge, M.chin],
+      [M.foreheadTop, M.lFaceEdge, M.chin],
+    ],
+  ],
   [
     'inner_eye_to_nose_tip',
     [

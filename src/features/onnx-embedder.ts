@@ -109,7 +109,6 @@ interface ModelLayout {
   dim: number;
 }
 
-
 /**
  * Reads the session's input/output metadata: one float32 input [n, 3, 112, 112] (n symbolic
  * or 1; a symbolic height or width is left to the probe run) and a float32 first output.

@@ -243,7 +243,6 @@ interface Runner {
   outputDim: number;
 }
 
-
 function mismatch(runner: Runner, what: string, details?: Record<string, unknown>): ReidbError {
   return new ReidbError('model_mismatch', `ONNX fusion ${runner.file} does not fit: ${what}`, {
     input: runner.file,

@@ -152,6 +152,25 @@ interface FaceRow {
   has_thumbnail: number;
 }
 
+/**
+ * The pragmas of every reidb database (gallery.sqlite, deployment.sqlite): WAL journal;
+ * foreign keys on; secure_delete on, so deleted rows and freed pages are overwritten with
+ * zeros (checked: a build without it is refused); synchronous FULL, so an acknowledged write
+ * survives power loss; trusted_schema off. Throws a plain Error for the caller to wrap.
+ */
+export function setPragmas(db: Database.Database, busyTimeoutMs: number): void {
+  db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+  const mode = db.pragma('journal_mode = WAL', { simple: true });
+  if (mode !== 'wal') throw new Error(`journal_mode is ${String(mode)}, not wal`);
+  db.pragma('foreign_keys = ON');
+  db.pragma('secure_delete = ON');
+  if (db.pragma('secure_delete', { simple: true }) !== 1) {
+    throw new Error('this SQLite build does not allow secure_delete');
+  }
+  db.pragma('synchronous = FULL');
+  db.pragma('trusted_schema = OFF');
+}
+
 /** The bytes of a float32 array, without copying, for a BLOB column. */
 export function float32ToBlob(vector: Float32Array): Buffer {
   return Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength);
@@ -199,16 +218,7 @@ export class GalleryStore {
     }
 
     try {
-      db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
-      const mode = db.pragma('journal_mode = WAL', { simple: true });
-      if (mode !== 'wal') throw new Error(`journal_mode is ${String(mode)}, not wal`);
-      db.pragma('foreign_keys = ON');
-      db.pragma('secure_delete = ON');
-      if (db.pragma('secure_delete', { simple: true }) !== 1) {
-        throw new Error('this SQLite build does not allow secure_delete');
-      }
-      db.pragma('synchronous = FULL');
-      db.pragma('trusted_schema = OFF');
+      setPragmas(db, options.busyTimeoutMs ?? 5000);
 
       applyMigrations(db, options.migrationsDir ?? DEFAULT_MIGRATIONS_DIR, logger);
     } catch (cause) {

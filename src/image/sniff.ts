@@ -7,16 +7,7 @@
 
 /** Formats reidb decodes: through sharp/libvips, or (pbm, pgm, ppm) through src/image/pnm.ts. */
 export type DecodableFormat =
-  | 'jpeg'
-  | 'png'
-  | 'webp'
-  | 'gif'
-  | 'tiff'
-  | 'avif'
-  | 'heic'
-  | 'pbm'
-  | 'pgm'
-  | 'ppm';
+  'jpeg' | 'png' | 'webp' | 'gif' | 'tiff' | 'avif' | 'heic' | 'pbm' | 'pgm' | 'ppm';
 
 export type SniffResult =
   | { kind: 'image'; format: DecodableFormat }
@@ -145,9 +136,11 @@ export function sniffImageFormat(bytes: Uint8Array): SniffResult {
   if (hasBytes(bytes, [0x49, 0x49, 0x2b, 0x00]) || hasBytes(bytes, [0x4d, 0x4d, 0x00, 0x2b])) {
     return { kind: 'unsupported', format: 'bigtiff', reason: 'BigTIFF is not supported' };
   }
-  if (hasAscii(bytes, 0, 'BM') && bytes.length >= 18 && [12, 40, 52, 56, 64, 108, 124].includes(
-    bytes[14] | (bytes[15] << 8),
-  )) {
+  if (
+    hasAscii(bytes, 0, 'BM') &&
+    bytes.length >= 18 &&
+    [12, 40, 52, 56, 64, 108, 124].includes(bytes[14] | (bytes[15] << 8))
+  ) {
     return { kind: 'unsupported', format: 'bmp', reason: 'BMP is not supported by this build' };
   }
   if (
@@ -182,7 +175,9 @@ export function sniffImageFormat(bytes: Uint8Array): SniffResult {
   // SVG is text: an XML or <svg> start with an <svg element near the top.
   const start = textStart(bytes);
   if (bytes[start] === 0x3c) {
-    const head = Buffer.from(bytes.subarray(start, start + 4096)).toString('latin1').toLowerCase();
+    const head = Buffer.from(bytes.subarray(start, start + 4096))
+      .toString('latin1')
+      .toLowerCase();
     if (head.includes('<svg')) {
       return {
         kind: 'unsupported',

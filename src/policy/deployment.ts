@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 
 import { ReidbError } from '../errors.ts';
 import { applyMigrations } from '../gallery/migrations.ts';
+import { setPragmas } from '../gallery/store.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { AuditTrail } from './audit.ts';
 import { ExportKeys } from './export-keys.ts';
@@ -156,7 +157,7 @@ export function openDeployment(dir: string, options: DeploymentOptions = {}): De
 
   let info: InfoRow;
   try {
-    setPragmas(db, options.busyTimeoutMs ?? 5000);
+    checkedPragmas(db, options.busyTimeoutMs ?? 5000);
     info = initialise(db, options.migrationsDir ?? DEPLOYMENT_MIGRATIONS_DIR, logger, now);
   } catch (cause) {
     db.close();
@@ -195,23 +196,13 @@ function createFile(dir: string, file: string): void {
   }
 }
 
-function setPragmas(db: Database.Database, busyTimeoutMs: number): void {
+function checkedPragmas(db: Database.Database, busyTimeoutMs: number): void {
   if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
     throw new ReidbError('invalid_argument', `busyTimeoutMs must be a whole number of ms >= 0`, {
       input: 'busyTimeoutMs',
     });
   }
-
-  db.pragma(`busy_timeout = ${busyTimeoutMs}`);
-  const mode = db.pragma('journal_mode = WAL', { simple: true });
-  if (mode !== 'wal') throw new Error(`journal_mode is ${String(mode)}, not wal`);
-  db.pragma('foreign_keys = ON');
-  db.pragma('secure_delete = ON');
-  if (db.pragma('secure_delete', { simple: true }) !== 1) {
-    throw new Error('this SQLite build does not allow secure_delete');
-  }
-  db.pragma('synchronous = FULL');
-  db.pragma('trusted_schema = OFF');
+  setPragmas(db, busyTimeoutMs);
 }
 
 /**

@@ -5,39 +5,16 @@ import path from 'node:path';
 import test from 'ava';
 
 import { createApp, listen, shutDown } from '../../src/api/server.ts';
-import type { Analysis } from '../../src/engine/pipeline.ts';
 import type { Engine } from '../../src/engine/pool.ts';
 import { openGallery } from '../../src/gallery/gallery.ts';
+import { fakeEngine } from '../helpers/fake-engine.ts';
 
 const DIM = 8;
 
-/** An engine whose every image holds one face, found after `delayMs`. */
+/** An engine whose every image holds one face (a new vector each time), found after `delayMs`. */
 function slowEngine(delayMs: number): Engine {
   let n = 0;
-  const analyse = async () => {
-    await new Promise((resolve) => setTimeout(resolve, delayMs));
-    const v = Float32Array.from({ length: DIM }, (_, i) => (i === n % DIM ? 1 : 0.1));
-    n++;
-    const analysis: Analysis = {
-      faces: [
-        {
-          detection: { box: { x: 0, y: 0, width: 50, height: 50 }, keypoints: [], score: 0.9 },
-          mesh: { landmarks: new Float32Array(468 * 3), score: 1 },
-          pose: { yaw: 0, pitch: 0, roll: 0 },
-          quality: 0.9,
-          appearance: v,
-          geometry: new Float32Array(126).fill(0.5),
-          fused: v,
-        },
-      ],
-      rejected: [],
-      width: 50,
-      height: 50,
-      stageMs: {},
-    };
-    return { analysis, decodeMs: 0 };
-  };
-  return {
+  return fakeEngine({
     identity: {
       embedderId: 'slow',
       appearanceDim: DIM,
@@ -45,13 +22,12 @@ function slowEngine(delayMs: number): Engine {
       fusedDim: DIM,
       alignMode: 'mesh',
     },
-    detectorId: 'slow',
-    meshId: 'slow',
-    workers: 2,
-    analyseFile: analyse,
-    analyseBuffer: analyse,
-    close: async () => {},
-  };
+    vectorFor: () => {
+      const hot = n++ % DIM;
+      return Float32Array.from({ length: DIM }, (_, i) => (i === hot ? 1 : 0.1));
+    },
+    delayMs,
+  });
 }
 
 test('shutDown lets running requests finish and refuses new ones', async (t) => {

@@ -61,7 +61,14 @@ test('cross-camera: own lists, CUHK01 camera A vs B, all-vs-all fallback', (t) =
   t.deepEqual([ba.queries, ba.gallery], [[1], [0, 2]]);
 
   const all = buildSplit(cuhk, 'cross-camera', { layout: 'labels' });
-  t.deepEqual([all.queries, all.gallery, all.excludeSelf], [[0, 1, 2], [0, 1, 2], [0, 1, 2]]);
+  t.deepEqual(
+    [all.queries, all.gallery, all.excludeSelf],
+    [
+      [0, 1, 2],
+      [0, 1, 2],
+      [0, 1, 2],
+    ],
+  );
   t.throws(() => buildSplit([item('1')], 'cross-camera', { layout: 'labels' }), {
     message: /needs a camid/,
   });

@@ -5,10 +5,10 @@ import path from 'node:path';
 import test from 'ava';
 import sharp from 'sharp';
 
-import type { Analysis } from '../../src/engine/pipeline.ts';
 import type { Engine } from '../../src/engine/pool.ts';
 import { enrolImages, searchImage } from '../../src/engine/service.ts';
 import { openGallery } from '../../src/gallery/gallery.ts';
+import { fakeEngine as makeFakeEngine } from '../helpers/fake-engine.ts';
 
 const DIM = 16;
 const IDENTITY = {
@@ -34,36 +34,7 @@ function near(spread: number, salt: number): Float32Array {
 
 /** An engine whose every image holds one face with the vector named by the image. */
 function fakeEngine(vectors: Map<string, Float32Array>): Engine {
-  const analyse = async (name: string) => {
-    const v = vectors.get(name)!;
-    const analysis: Analysis = {
-      faces: [
-        {
-          detection: { box: { x: 0, y: 0, width: 100, height: 100 }, keypoints: [], score: 0.9 },
-          mesh: { landmarks: new Float32Array(468 * 3), score: 1 },
-          pose: { yaw: 0, pitch: 0, roll: 0 },
-          quality: 0.9,
-          appearance: v,
-          geometry: new Float32Array(126).fill(0.5),
-          fused: v,
-        },
-      ],
-      rejected: [],
-      width: 100,
-      height: 100,
-      stageMs: {},
-    };
-    return { analysis, decodeMs: 0 };
-  };
-  return {
-    identity: IDENTITY,
-    detectorId: 'fake',
-    meshId: 'fake',
-    workers: 1,
-    analyseFile: analyse,
-    analyseBuffer: (_b, name) => analyse(name),
-    close: async () => {},
-  };
+  return makeFakeEngine({ identity: IDENTITY, vectorFor: (name) => vectors.get(name)! });
 }
 
 test('top-k names k identities even when one identity holds every nearby face', async (t) => {

@@ -67,7 +67,9 @@ function identities(count: number): string[][] {
     .sort();
   const out: string[][] = [];
   for (const name of names) {
-    const files = readdirSync(dataPath('lfw_multi', name)).filter((f) => f.endsWith('.jpg')).sort();
+    const files = readdirSync(dataPath('lfw_multi', name))
+      .filter((f) => f.endsWith('.jpg'))
+      .sort();
     if (files.length >= 2) out.push(files.slice(0, 2).map((f) => `${name}/${f}`));
     if (out.length === count) break;
   }

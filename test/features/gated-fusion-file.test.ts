@@ -112,7 +112,10 @@ test('round trip: header filled in, weights bit-identical, same fused vectors', 
   const g = goodParams.geometryMean;
   const fromMemory = createGatedFusion({ header, params: goodParams }).fuse(a, g);
   t.deepEqual(createGatedFusion(model).fuse(a, g), fromMemory);
-  t.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.partial')), []);
+  t.deepEqual(
+    readdirSync(dir).filter((f) => f.endsWith('.partial')),
+    [],
+  );
 });
 
 test('the writer returns the header it wrote; other weights give another id', (t) => {
@@ -221,14 +224,29 @@ test('the writer refuses other widths, disagreeing headers and non-finite weight
   const small = initGatedFusionParams(2, 2, 1, undefined, {
     sizes: { hidden1: 4, hidden2: 3, output: 2 },
   });
-  t.is(code(() => writeFusionModel(file, HEADER, small)), 'invalid_argument');
+  t.is(
+    code(() => writeFusionModel(file, HEADER, small)),
+    'invalid_argument',
+  );
   const wide = { ...HEADER, appearanceDim: 512 };
-  t.is(code(() => writeFusionModel(file, wide, params())), 'invalid_argument');
+  t.is(
+    code(() => writeFusionModel(file, wide, params())),
+    'invalid_argument',
+  );
   const anonymous = { ...HEADER, embedderId: '' };
-  t.is(code(() => writeFusionModel(file, anonymous, params())), 'invalid_argument');
+  t.is(
+    code(() => writeFusionModel(file, anonymous, params())),
+    'invalid_argument',
+  );
 
   const nan = params();
   nan.fc3.weight[5] = Number.NaN;
-  t.is(code(() => writeFusionModel(file, HEADER, nan)), 'invalid_argument');
-  t.deepEqual(readdirSync(dir).filter((f) => f.startsWith('refused')), []);
+  t.is(
+    code(() => writeFusionModel(file, HEADER, nan)),
+    'invalid_argument',
+  );
+  t.deepEqual(
+    readdirSync(dir).filter((f) => f.startsWith('refused')),
+    [],
+  );
 });

@@ -37,7 +37,10 @@ function syntheticMesh(seed: number): Float32Array {
     const v = 2 * next() - 1;
     mesh.set([50 * u, 65 * v, -30 * Math.sqrt(Math.max(0, 1 - u * u - 0.6 * v * v))], 3 * i);
   }
-  for (const [eye, centreX] of [[RIGHT_EYE, -20], [LEFT_EYE, 20]] as const) {
+  for (const [eye, centreX] of [
+    [RIGHT_EYE, -20],
+    [LEFT_EYE, 20],
+  ] as const) {
     eye.forEach((index, k) => {
       const phi = (2 * Math.PI * k) / eye.length;
       mesh.set([centreX + 10 * Math.cos(phi), -10 + 4 * Math.sin(phi), -5 * next()], 3 * index);

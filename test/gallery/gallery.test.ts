@@ -50,8 +50,18 @@ test('a different embedder or fusion is gallery_mismatch naming both values', as
 test('invalid identity labels are rejected and nothing is stored', async (t) => {
   const gallery = await open(t);
   const random = rng(2);
-  const bad = ['', 'x'.repeat(129), 'tab\there', 'new\nline', 'nul\u0000', 'del\u007f', 'c1\u0085',
-    '   ', 'adm\u202ein', 'a\u2066b'];
+  const bad = [
+    '',
+    'x'.repeat(129),
+    'tab\there',
+    'new\nline',
+    'nul\u0000',
+    'del\u007f',
+    'c1\u0085',
+    '   ',
+    'adm\u202ein',
+    'a\u2066b',
+  ];
 
   for (const identity of bad) {
     const error = t.throws(() => gallery.enrol(identity, [randomFace(random, 'f.jpg')]));

@@ -60,7 +60,12 @@ test('an intact, current index file is loaded as it is', async (t) => {
   const faces = await build(dir, 20, 1);
   const { gallery, messages } = await reopen(t, dir);
   t.deepEqual(messages, []);
-  assertAllFound(t, gallery, faces, faces.map((_, i) => `person-${i}`));
+  assertAllFound(
+    t,
+    gallery,
+    faces,
+    faces.map((_, i) => `person-${i}`),
+  );
 });
 
 test('faces committed to SQLite but never saved to the index are found after reopen', async (t) => {
@@ -76,11 +81,12 @@ test('faces committed to SQLite but never saved to the index are found after reo
 
   const { gallery, messages } = await reopen(t, dir);
   t.true(messages.includes('index caught up with SQLite'), messages.join(' | '));
-  assertAllFound(t, gallery, [...faces, ...late], [
-    ...faces.map((_, i) => `person-${i}`),
-    'late-comer',
-    'late-comer',
-  ]);
+  assertAllFound(
+    t,
+    gallery,
+    [...faces, ...late],
+    [...faces.map((_, i) => `person-${i}`), 'late-comer', 'late-comer'],
+  );
 
   gallery.close();
   const again = await reopen(t, dir);
@@ -123,8 +129,16 @@ for (const [what, spoil] of damage) {
     spoil(path.join(dir, 'index.hnsw'));
 
     const { gallery, messages } = await reopen(t, dir);
-    t.true(messages.some((m) => m.startsWith('rebuilding index')), messages.join(' | '));
-    assertAllFound(t, gallery, faces, faces.map((_, i) => `person-${i}`));
+    t.true(
+      messages.some((m) => m.startsWith('rebuilding index')),
+      messages.join(' | '),
+    );
+    assertAllFound(
+      t,
+      gallery,
+      faces,
+      faces.map((_, i) => `person-${i}`),
+    );
 
     gallery.close();
     t.deepEqual((await reopen(t, dir)).messages, []);
@@ -137,8 +151,16 @@ test('a missing or unreadable meta file makes the index rebuild', async (t) => {
   writeFileSync(path.join(dir, 'index.meta.json'), '{ half');
 
   const { gallery, messages } = await reopen(t, dir);
-  t.true(messages.some((m) => m.includes('index.meta.json is unreadable')), messages.join(' | '));
-  assertAllFound(t, gallery, faces, faces.map((_, i) => `person-${i}`));
+  t.true(
+    messages.some((m) => m.includes('index.meta.json is unreadable')),
+    messages.join(' | '),
+  );
+  assertAllFound(
+    t,
+    gallery,
+    faces,
+    faces.map((_, i) => `person-${i}`),
+  );
 });
 
 test('an index and meta pair from an older save is caught up', async (t) => {
@@ -157,11 +179,12 @@ test('an index and meta pair from an older save is caught up', async (t) => {
 
   const reopened = await reopen(t, dir);
   t.true(reopened.messages.includes('index caught up with SQLite'));
-  assertAllFound(t, reopened.gallery, [...faces, ...newer], [
-    ...faces.map((_, i) => `person-${i}`),
-    'newer',
-    'newer',
-  ]);
+  assertAllFound(
+    t,
+    reopened.gallery,
+    [...faces, ...newer],
+    [...faces.map((_, i) => `person-${i}`), 'newer', 'newer'],
+  );
 });
 
 test('temporary files of an unfinished save are removed at open', async (t) => {

@@ -28,7 +28,7 @@ test('a gallery open in one place cannot be opened again until it is closed', as
   second.close();
 });
 
-test("a lock left by a process that no longer runs is taken over", async (t) => {
+test('a lock left by a process that no longer runs is taken over', async (t) => {
   const dir = tempDir(t);
   const child = spawnSync(process.execPath, ['-e', '0']);
   t.is(child.status, 0);

@@ -55,7 +55,10 @@ test('recall@10 on 20,000 uniform random 128-D vectors is >= 0.95 at efSearch 51
   const chunks = Array.from({ length: 20 }, (_, i) => vectors.slice(i * 1000, (i + 1) * 1000));
   const gallery = await galleryOf(t, chunks, 512);
 
-  const recall = recallAtK(gallery, Array.from({ length: QUERIES }, () => unitVector(random, DIM)));
+  const recall = recallAtK(
+    gallery,
+    Array.from({ length: QUERIES }, () => unitVector(random, DIM)),
+  );
   t.log(`recall@${K} ${recall.toFixed(4)}`);
   t.true(recall >= 0.95, `recall@${K} = ${recall}`);
 });

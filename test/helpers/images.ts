@@ -23,7 +23,9 @@ export async function noFacePhoto(width = 320, height = 240): Promise<Buffer> {
       data[i + 2] = 120 + n;
     }
   }
-  return sharp(data, { raw: { width, height, channels: 3 } }).jpeg().toBuffer();
+  return sharp(data, { raw: { width, height, channels: 3 } })
+    .jpeg()
+    .toBuffer();
 }
 
 /** Two photos side by side on one canvas (the second scaled to `secondScale`), as a JPEG. */

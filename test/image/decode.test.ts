@@ -125,7 +125,9 @@ test.serial('a 20000 x 20000 PNG is image_too_large, fast, without decoding pixe
 
 test('an RGBA PNG becomes RGB with alpha flattened onto white', async (t) => {
   const rgba = Buffer.from([255, 0, 0, 255, 0, 0, 255, 0, 0, 0, 0, 128]);
-  const png = await sharp(rgba, { raw: { width: 3, height: 1, channels: 4 } }).png().toBuffer();
+  const png = await sharp(rgba, { raw: { width: 3, height: 1, channels: 4 } })
+    .png()
+    .toBuffer();
   t.is((await sharp(png).metadata()).channels, 4);
 
   const image = await decodeImage(await fixture('rgba.png', png));
@@ -154,7 +156,9 @@ test('a grey + alpha PNG becomes RGB with alpha flattened onto white', async (t)
 
 test('a grey PNG becomes RGB with R = G = B and the same values', async (t) => {
   const grey = Buffer.from([0, 64, 128, 255]);
-  const png = await sharp(grey, { raw: { width: 4, height: 1, channels: 1 } }).png().toBuffer();
+  const png = await sharp(grey, { raw: { width: 4, height: 1, channels: 1 } })
+    .png()
+    .toBuffer();
 
   const image = await decodeImage(png);
 
@@ -375,7 +379,8 @@ test('a missing file is file_not_found', async (t) => {
 });
 
 test('an SVG is unsupported_image', async (t) => {
-  const svg = '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" ' +
+  const svg =
+    '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" ' +
     'height="10"><rect width="10" height="10" fill="red"/></svg>\n';
 
   await rejects(t, await fixture('drawing.svg', svg), 'unsupported_image');

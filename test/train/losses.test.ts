@@ -28,7 +28,15 @@ const r = Math.SQRT1_2;
  * alpha = mean gap = -3.535534 / 4 = -0.883883 < 0, clamped to 0.
  * loss = mean relu(-gap + 0) = (0.707107 * 3 + 1.414214) / 4 = 0.883883.
  */
-const violated = { x: [[1, 0], [0, 1], [r, r], [-1, 0]], labels: [0, 0, 1, 1] };
+const violated = {
+  x: [
+    [1, 0],
+    [0, 1],
+    [r, r],
+    [-1, 0],
+  ],
+  labels: [0, 0, 1, 1],
+};
 
 /**
  * Satisfied batch, identities A A B B:
@@ -44,7 +52,15 @@ const violated = { x: [[1, 0], [0, 1], [r, r], [-1, 0]], labels: [0, 0, 1, 1] };
  * loss = mean relu(alpha - gap) = (0 + 0.25 + 0 + 0.45) / 4 = 0.175: the adaptive margin still
  * pushes the two triplets below the batch's average gap. With a fixed margin 0 the loss is 0.
  */
-const satisfied = { x: [[1, 0], [0.8, 0.6], [-1, 0], [-0.6, 0.8]], labels: [0, 0, 1, 1] };
+const satisfied = {
+  x: [
+    [1, 0],
+    [0.8, 0.6],
+    [-1, 0],
+    [-0.6, 0.8],
+  ],
+  labels: [0, 0, 1, 1],
+};
 
 function triplet(batch: { x: number[][]; labels: number[] }, margin?: 'adaptive' | number) {
   return tf.tidy(() => {
@@ -102,13 +118,15 @@ test('the adaptive margin carries no gradient: same gradient as the fixed margin
   const gradient = (margin: 'adaptive' | number) =>
     tf.tidy(() => {
       const labels = tf.tensor1d(satisfied.labels, 'int32');
-      const f = (x: tf.Tensor) =>
-        batchHardTripletLoss(x as tf.Tensor2D, labels, { margin }).loss;
+      const f = (x: tf.Tensor) => batchHardTripletLoss(x as tf.Tensor2D, labels, { margin }).loss;
       return tf.grad(f)(tf.tensor2d(satisfied.x)).arraySync() as number[][];
     });
   const adaptive = gradient('adaptive');
   const fixed = gradient(1.05);
-  t.true(adaptive.flat().some((v) => Math.abs(v) > 1e-3), 'a non-zero gradient');
+  t.true(
+    adaptive.flat().some((v) => Math.abs(v) > 1e-3),
+    'a non-zero gradient',
+  );
   adaptive.forEach((row, i) => row.forEach((v, j) => t.true(Math.abs(v - fixed[i][j]) < 1e-5)));
 });
 
@@ -129,16 +147,26 @@ test('anchors without a positive in the batch are left out of the mean', (t) => 
  * mean = 0.220095
  */
 test('cross-entropy equals -log softmax by hand', (t) => {
-  const ce = tf.tidy(() =>
-    crossEntropyLoss(
-      tf.tensor2d([[2, 0], [0.5, 1.5]]), tf.tensor1d([0, 1], 'int32'),
-    ).dataSync()[0],
+  const ce = tf.tidy(
+    () =>
+      crossEntropyLoss(
+        tf.tensor2d([
+          [2, 0],
+          [0.5, 1.5],
+        ]),
+        tf.tensor1d([0, 1], 'int32'),
+      ).dataSync()[0],
   );
   t.true(Math.abs(ce - 0.220095) < 1e-5, `${ce}`);
 });
 
 test('total = 0.7 triplet + 0.3 CE by default; weights are configurable and checked', (t) => {
-  const logits = [[2, 0], [2, 0], [0.5, 1.5], [0.5, 1.5]];
+  const logits = [
+    [2, 0],
+    [2, 0],
+    [0.5, 1.5],
+    [0.5, 1.5],
+  ];
   // CE: rows 0, 1 are class 0 (0.126928 each), rows 2, 3 class 1 (0.313262 each): 0.220095.
   const run = (weights?: { triplet: number; ce: number }) =>
     tf.tidy(() => {

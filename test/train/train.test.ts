@@ -27,7 +27,10 @@ test.serial('the loss falls, val mAP beats the untrained network, no tensor leak
   t.true(result.best.epoch > 0, 'an epoch beat the untrained network');
   const { initial, best } = result;
   t.true(best.valMAP > initial.valMAP, `${initial.valMAP} -> ${best.valMAP}`);
-  t.true(counts.every((n) => n === counts[0]), `tensors per epoch: ${counts.join(' ')}`);
+  t.true(
+    counts.every((n) => n === counts[0]),
+    `tensors per epoch: ${counts.join(' ')}`,
+  );
   t.is(tf.memory().numTensors, before);
   t.true(result.secondsPerEpoch > 0);
 });
@@ -36,7 +39,10 @@ test.serial('same data and seed give identical parameters; another seed other on
   const run = (seed: number) => trainGatedFusion(cache, { ...small, epochs: 3, seed, patience: 3 });
   const [a, b, c] = [await run(4), await run(4), await run(5)];
   t.deepEqual(a.params, b.params);
-  t.deepEqual(a.history.map((h) => h.total), b.history.map((h) => h.total));
+  t.deepEqual(
+    a.history.map((h) => h.total),
+    b.history.map((h) => h.total),
+  );
   t.notDeepEqual(a.params.fc1.weight, c.params.fc1.weight);
 });
 
