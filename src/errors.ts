@@ -35,6 +35,7 @@ export type ErrorCode =
   // requests and arguments
   | 'invalid_argument'
   | 'overloaded'
+  | 'rate_limited'
   | 'shutting_down'
   | 'closed'
   | 'port_in_use'

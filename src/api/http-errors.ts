@@ -33,6 +33,8 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'no_face':
     case 'ambiguous_face':
       return 422;
+    case 'rate_limited':
+      return 429;
     case 'overloaded':
     case 'shutting_down':
     case 'closed':

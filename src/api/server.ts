@@ -1,6 +1,11 @@
 import type { Server } from 'node:http';
 
-import express, { type NextFunction, type Request, type Response } from 'express';
+import express, {
+  type NextFunction,
+  type Request,
+  type RequestHandler,
+  type Response,
+} from 'express';
 
 import type { Engine } from '../engine/pool.ts';
 import { enrolImages, searchImage, type EnrolItem } from '../engine/service.ts';
@@ -32,6 +37,7 @@ import { subjectAccessReport } from '../policy/subject-access.ts';
 import type { Role } from '../policy/types.ts';
 import { createAdmission, defaultMaxInFlight, DEFAULT_MAX_QUEUED } from './admission.ts';
 import { actorOf, requireRole, WWW_AUTHENTICATE } from './auth.ts';
+import { createRateLimit, DEFAULT_RATE_LIMIT, type RateLimitOptions } from './rate-limit.ts';
 import { httpStatusFor } from './http-errors.ts';
 import { readUploads } from './upload.ts';
 
@@ -48,6 +54,8 @@ export interface ApiOptions {
   maxInFlight?: number;
   /** Enrol and search requests waiting for a slot; beyond that 503 overloaded. Default 32. */
   maxQueued?: number;
+  /** Requests per client (API key, or address in open mode); false for none. Default 50/s. */
+  rateLimit?: RateLimitOptions | false;
 }
 
 export const DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024;
@@ -84,7 +92,15 @@ export function createApp(options: ApiOptions): express.Express {
     maxInFlight: options.maxInFlight ?? defaultMaxInFlight(engine.workers),
     maxQueued: options.maxQueued ?? DEFAULT_MAX_QUEUED,
   });
-  const role = (name: Role) => requireRole(deployment, name);
+  const limit =
+    options.rateLimit === false ? null : createRateLimit(options.rateLimit ?? DEFAULT_RATE_LIMIT);
+  // Authentication, then the client's rate limit: one handler, so routes keep their types.
+  const role = (name: Role): RequestHandler => {
+    const authenticate = requireRole(deployment, name);
+    if (limit === null) return authenticate;
+    return (req, res, next) =>
+      authenticate(req, res, (error?: unknown) => (error ? next(error) : limit(req, res, next)));
+  };
   const json = [
     requireJsonType,
     express.json({ limit: MAX_JSON_BYTES, inflate: false, strict: true }),
@@ -297,11 +313,11 @@ export function createApp(options: ApiOptions): express.Express {
   app.use((error: unknown, req: Request, res: Response, _next: NextFunction) => {
     const err = bodyParserError(error) ?? toReidbError(error);
     const status = httpStatusFor(err.code);
-    if (status >= 500 && err.code !== 'overloaded' && err.code !== 'auth_required') {
+    if (status >= 500 && !['overloaded', 'auth_required', 'shutting_down'].includes(err.code)) {
       logger.error('request failed', { path: req.path, error: err.message });
     }
     if (res.headersSent) return;
-    if (err.code === 'overloaded')
+    if (err.code === 'overloaded' || err.code === 'rate_limited')
       res.set('Retry-After', String(err.details?.retryAfterSeconds ?? 1));
     if (err.code === 'unauthorized') res.set('WWW-Authenticate', WWW_AUTHENTICATE);
     res.status(status).json({ error: err.toJSON() });

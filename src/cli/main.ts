@@ -104,11 +104,13 @@ const COMMANDS: Record<string, Command> = {
   },
   serve: {
     summary:
-      'reidb serve [--db DIR] [--port 8080] [--host 127.0.0.1] [--retention-interval 1h|off]',
+      'reidb serve [--db DIR] [--port 8080] [--host 127.0.0.1] [--retention-interval 1h|off] ' +
+      '[--rate-limit 50] [--max-upload-mb 10]',
     help:
       'Without an API key (reidb keys create) the API runs open and listens on loopback only;\n' +
       'any other --host is refused until a key exists. Retention runs every\n' +
-      '--retention-interval (default 1h; off disables it).',
+      '--retention-interval (default 1h; off disables it). Each API key (or address, when\n' +
+      'open) may make --rate-limit requests a second, in bursts of twice that (0: no limit).',
     flags: { ...COMMON, ...ENGINE_FLAGS, ...SERVE_FLAGS },
     run: serveCommand,
   },

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { isIPv4, isIPv6 } from 'node:net';
 
+import { DEFAULT_RATE_LIMIT } from '../api/rate-limit.ts';
 import { createApp, listen, shutDown } from '../api/server.ts';
 import { ReidbError } from '../errors.ts';
 import { createEngine } from '../engine/pool.ts';
@@ -16,6 +17,7 @@ export const SERVE_FLAGS: FlagSpec = {
   port: true,
   host: true,
   'max-upload-mb': true,
+  'rate-limit': true,
   'retention-interval': true,
 };
 
@@ -77,6 +79,7 @@ export async function serveCommand(ctx: CommandContext): Promise<CommandOutput> 
   const port = int(args, 'port', 0, 65535) ?? 8080;
   const host = str(args, 'host') ?? '127.0.0.1';
   const maxMb = int(args, 'max-upload-mb', 1, 1024) ?? 10;
+  const perSecond = int(args, 'rate-limit', 0, 100_000) ?? DEFAULT_RATE_LIMIT.perSecond;
   const intervalMs = retentionInterval(args);
 
   const gallery = await openCliGallery(ctx);
@@ -94,7 +97,13 @@ export async function serveCommand(ctx: CommandContext): Promise<CommandOutput> 
     throw e;
   });
   keepFusionModel(gallery, engine, options.pipeline?.fusionModel);
-  const app = createApp({ engine, gallery, logger, maxUploadBytes: maxMb * 1024 * 1024 });
+  const app = createApp({
+    engine,
+    gallery,
+    logger,
+    maxUploadBytes: maxMb * 1024 * 1024,
+    rateLimit: perSecond === 0 ? false : { perSecond, burst: 2 * perSecond },
+  });
   let server;
   try {
     server = await listen(app, port, host);

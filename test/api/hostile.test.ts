@@ -53,6 +53,9 @@ test.before(async () => {
     maxImagesPerRequest: 16,
     maxInFlight: MAX_IN_FLIGHT,
     maxQueued: MAX_QUEUED,
+    // One client sends everything here; the per-client limit has its own test
+    // (test/api/rate-limit.test.ts), this file tests what the server does past it.
+    rateLimit: false,
   });
   server = await listen(app, 0, '127.0.0.1');
   const address = server.address();
