@@ -76,15 +76,20 @@ function isLoopback(address: string | undefined): boolean {
  * with a WWW-Authenticate challenge by the error handler) when the key is missing, malformed,
  * unknown or revoked, and with forbidden (403) naming the role needed, never the roles held,
  * when the key lacks it. While the deployment has no active key, every request that arrived
- * on a loopback address passes as `anonymous`; one on another address is refused with
- * auth_required (503), since the deployment would answer anyone.
+ * on a loopback address passes as `anonymous`; one on another address, or one a proxy
+ * forwarded (Forwarded, X-Forwarded-For or X-Real-IP header), is refused with auth_required
+ * (503), since the deployment would answer anyone.
  */
 export function requireRole(deployment: Deployment, role: Role): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
     const locals = res.locals as AuthLocals;
 
     if (!deployment.keys.hasActive()) {
-      if (!isLoopback(req.socket.localAddress)) {
+      // A proxy on this host reaches loopback too: a forwarded request is someone else's.
+      const forwarded = ['forwarded', 'x-forwarded-for', 'x-real-ip'].some(
+        (header) => req.headers[header] !== undefined,
+      );
+      if (!isLoopback(req.socket.localAddress) || forwarded) {
         next(
           new ReidbError(
             'auth_required',

@@ -208,7 +208,8 @@ export function createApp(options: ApiOptions): express.Express {
   });
 
   app.get('/v1/identities/:id', role('read'), (req, res) => {
-    const record = gallery.getIdentity(pathParam(req));
+    const identity = pathParam(req);
+    const record = auditedLookup(res, 'read', identity, () => gallery.getIdentity(identity));
     auditRead(deployment, actorOf(res), 'read', record.identity);
     res.json(record);
   });
@@ -217,7 +218,8 @@ export function createApp(options: ApiOptions): express.Express {
 
   app.delete('/v1/identities/:id', role('compliance'), (req, res) => {
     const actor = actorOf(res);
-    const result = gallery.erase(pathParam(req), { actor });
+    const identity = pathParam(req);
+    const result = auditedLookup(res, 'erase', identity, () => gallery.erase(identity, { actor }));
     auditErasure(deployment, actor, result);
     res.json({
       identity: result.identity,
@@ -229,8 +231,11 @@ export function createApp(options: ApiOptions): express.Express {
   app.get('/v1/identities/:id/export', role('compliance'), (req, res) => {
     const vectors = queryBoolean(req, 'vectors') ?? false;
 
-    const report = subjectAccessReport(gallery, pathParam(req), { vectors });
-    auditRead(deployment, actorOf(res), 'export_identity', report.identity);
+    const identity = pathParam(req);
+    const report = auditedLookup(res, 'export_identity', identity, () =>
+      subjectAccessReport(gallery, identity, { vectors }),
+    );
+    auditRead(deployment, actorOf(res), 'export_identity', report.identity, { vectors });
     res.json(report);
   });
 
@@ -305,6 +310,27 @@ export function createApp(options: ApiOptions): express.Express {
     if (wasActive) auditKeyRevoke(deployment, actorOf(res), record);
     res.json(record);
   });
+
+  /**
+   * Runs a read, export or erasure of one identity; when the identity is not enrolled, writes
+   * an audit row saying so ({found: false}) before the 404, so that probing for labels leaves
+   * a trace (the rate limit bounds how fast).
+   */
+  function auditedLookup<T>(
+    res: Response,
+    action: 'read' | 'export_identity' | 'erase',
+    identity: string,
+    run: () => T,
+  ): T {
+    try {
+      return run();
+    } catch (error) {
+      if ((error as ReidbError).code === 'identity_not_found') {
+        auditRead(deployment, actorOf(res), action, identity, { found: false });
+      }
+      throw error;
+    }
+  }
 
   app.use((req, _res, next) => {
     next(new ReidbError('not_found', `no route ${req.method} ${req.path}`, { input: req.path }));

@@ -106,7 +106,9 @@ export function exportGallery(
   const hash = createHash('sha256');
   let fd: number;
   try {
-    fd = openSync(partial, 'w', 0o600);
+    // A partial file left by a crash may have another mode: start from a new one.
+    rmSync(partial, { force: true });
+    fd = openSync(partial, 'wx', 0o600);
   } catch (cause) {
     throw new ReidbError('invalid_argument', `cannot write ${file}: ${(cause as Error).message}`, {
       input: file,

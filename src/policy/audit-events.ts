@@ -144,13 +144,16 @@ export function auditSearch(
 export function auditErasure(
   deployment: Deployment,
   actor: string,
-  result: { identityRef: string; facesRemoved: number },
+  result: { identityRef: string; facesRemoved: number; walTruncated?: boolean },
 ): AuditRow {
   return deployment.audit.append({
     actor,
     action: 'erase',
     identityRef: result.identityRef,
-    details: { faces: result.facesRemoved },
+    details: {
+      faces: result.facesRemoved,
+      ...(result.walTruncated === false ? { walTruncated: false } : {}),
+    },
   });
 }
 
@@ -161,14 +164,15 @@ export function auditErasure(
 export function auditRead(
   deployment: Deployment,
   actor: string,
-  action: 'read' | 'list' | 'export_identity',
+  action: 'read' | 'list' | 'export_identity' | 'erase',
   identity?: string,
+  details: Record<string, unknown> = {},
 ): AuditRow {
   return deployment.audit.append({
     actor,
     action,
     identityRef: identity === undefined ? null : deployment.identityRef(identity),
-    details: {},
+    details,
   });
 }
 

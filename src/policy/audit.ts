@@ -333,8 +333,9 @@ export class AuditTrail {
   }
 
   /**
-   * Rows in seq order: all of them, or only those about `identityRef`, from seq `fromSeq`
-   * on, at most `limit`. Throws invalid_argument naming a bad filter field.
+   * Rows in seq order: all of them, or only those about `identityRef` (its own rows and the
+   * searches that returned it), from seq `fromSeq` on, at most `limit`. Throws
+   * invalid_argument naming a bad filter field.
    */
   rows(filter: AuditFilter = {}): AuditRow[] {
     positiveInteger(filter.fromSeq, 'fromSeq');
@@ -344,8 +345,12 @@ export class AuditTrail {
     const where: string[] = ['seq >= ?'];
     const params: (string | number)[] = [filter.fromSeq ?? 1];
     if (filter.identityRef !== undefined) {
-      where.push('identity_ref = ?');
-      params.push(filter.identityRef);
+      // Rows about the identity, and searches that returned it (details.matchedRefs).
+      where.push(
+        `(identity_ref = ? OR (action = 'search' AND EXISTS (
+           SELECT 1 FROM json_each(details, '$.matchedRefs') WHERE value = ?)))`,
+      );
+      params.push(filter.identityRef, filter.identityRef);
     }
     const limit = filter.limit === undefined ? '' : ` LIMIT ${filter.limit}`;
 

@@ -625,7 +625,8 @@ test.serial('audit rows name the key and hold no label, file name or vector', as
   const mine = await send('GET', `/v1/audit?identity=${HIDDEN}`, { key: keyOf.compliance.key });
   t.deepEqual(
     mine.json.rows.map((r: AuditRow) => r.action),
-    ['enrol', 'read', 'export_identity', 'erase'],
+    // The search found the identity, so it is one of its rows too (Art. 15).
+    ['enrol', 'search', 'read', 'export_identity', 'erase'],
   );
   const page = await send('GET', '/v1/audit?fromSeq=2&limit=3', { key: keyOf.compliance.key });
   t.deepEqual(
@@ -720,6 +721,18 @@ test.serial('a subject access export leaves vectors out unless asked for', async
     await send('GET', '/v1/identities/Nobody_Here/export', { key }),
     404,
     'identity_not_found',
+  );
+
+  // Whether vectors went out is recorded; so is a look-up of a label that is not enrolled.
+  const rows = gallery.deployment.audit.rows().filter((r) => r.action === 'export_identity');
+  const ref = (label: string) => gallery.deployment.identityRef(label);
+  t.deepEqual(
+    rows.slice(-3).map((r) => [r.identityRef, r.details]),
+    [
+      [ref(person), { vectors: false }],
+      [ref(person), { vectors: true }],
+      [ref('Nobody_Here'), { found: false }],
+    ],
   );
 });
 
@@ -859,8 +872,8 @@ test('open mode answers only requests that arrived on a loopback address', (t) =
   const middleware = requireRole(deployment, 'read');
 
   /** Runs the middleware on a request reaching the server at `localAddress`. */
-  const run = (localAddress: string) => {
-    const req = { socket: { localAddress }, rawHeaders: [] } as unknown as Request;
+  const run = (localAddress: string, headers: Record<string, string> = {}) => {
+    const req = { socket: { localAddress }, rawHeaders: [], headers } as unknown as Request;
     const res = { locals: {} } as unknown as Response;
     let passed: unknown = 'not called';
     middleware(req, res, (error?: unknown) => (passed = error));
@@ -874,6 +887,11 @@ test('open mode answers only requests that arrived on a loopback address', (t) =
     const { error, actor } = run(address);
     t.is(error?.code, 'auth_required', address);
     t.is(actor, undefined);
+  }
+
+  // A proxy on the same host reaches loopback too; what it forwards is not local.
+  for (const header of ['forwarded', 'x-forwarded-for', 'x-real-ip']) {
+    t.is(run('127.0.0.1', { [header]: '203.0.113.9' }).error?.code, 'auth_required', header);
   }
 
   // With a key the address does not matter: the key does.

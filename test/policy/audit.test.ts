@@ -318,3 +318,31 @@ test('a cell with a real line break stays one quoted CSV field', (t) => {
   ]);
   t.true(csv.includes(',"x\r\ny",'));
 });
+
+test("an identity's rows include the searches that returned it", (t) => {
+  const { deployment } = tempDeployment(t);
+  const ana = ref(1);
+  const bo = ref(2);
+  deployment.audit.append({ actor: 'cli:x', action: 'enrol', identityRef: ana, details: {} });
+  deployment.audit.append({
+    actor: 'key:k_0123456789ab',
+    action: 'search',
+    details: { faces: 1, matchedRefs: [bo, ana] },
+  });
+  deployment.audit.append({
+    actor: 'key:k_0123456789ab',
+    action: 'search',
+    details: { faces: 1, matchedRefs: [bo] },
+  });
+  // Only a search's matchedRefs count: another action's details never name an identity.
+  deployment.audit.append({ actor: 'cli:x', action: 'list', details: { matchedRefs: [ana] } });
+
+  t.deepEqual(
+    deployment.audit.rows({ identityRef: ana }).map((row) => row.seq),
+    [1, 2],
+  );
+  t.deepEqual(
+    deployment.audit.rows({ identityRef: bo }).map((row) => row.seq),
+    [2, 3],
+  );
+});
