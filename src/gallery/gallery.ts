@@ -554,6 +554,15 @@ export class Gallery {
     return this.store.identityLabels();
   }
 
+  /**
+   * Checks faces as enrol() would (dimensions, finite values, uid and enrolment time of
+   * imported faces) without storing anything; throws invalid_argument naming the field.
+   */
+  checkFaces(faces: EnrolFace[]): void {
+    this.assertOpen();
+    validateFaces(faces, this.requireConfig());
+  }
+
   /** Which of these face uids the gallery holds. */
   heldFaceUids(uids: string[]): Set<string> {
     this.assertOpen();
@@ -823,6 +832,15 @@ function validateConfig(c: GalleryConfig): void {
   }
 }
 
+/** A face uid as reidb makes them: 16 random bytes in hex. */
+const FACE_UID = /^[0-9a-f]{32}$/;
+
+/** An enrolment time as reidb writes them (Date.toISOString). */
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,3})?Z$/;
+
+/** How far in the future an imported enrolment time may be: clocks differ a little. */
+const MAX_CLOCK_SKEW_MS = 5 * 60 * 1000;
+
 function validateFaces(faces: EnrolFace[], config: GalleryConfig): void {
   if (!Array.isArray(faces) || faces.length === 0 || faces.length > MAX_FACES_PER_ENROLMENT) {
     throw new ReidbError(
@@ -850,6 +868,17 @@ function validateFaces(faces: EnrolFace[], config: GalleryConfig): void {
       (typeof face.capturedAt !== 'string' || Number.isNaN(Date.parse(face.capturedAt)))
     ) {
       fail('capturedAt', 'must be an ISO-8601 date-time');
+    }
+    // Only an import sets these; they decide erasure (the ledger) and retention.
+    if (face.uid !== undefined && (typeof face.uid !== 'string' || !FACE_UID.test(face.uid))) {
+      fail('uid', 'must be 32 lower-case hex digits');
+    }
+    if (face.enrolledAt !== undefined) {
+      const at = typeof face.enrolledAt === 'string' ? Date.parse(face.enrolledAt) : NaN;
+      if (!ISO_UTC.test(String(face.enrolledAt)) || Number.isNaN(at)) {
+        fail('enrolledAt', 'must be an ISO-8601 UTC date-time (2024-05-01T10:00:00.000Z)');
+      }
+      if (at > Date.now() + MAX_CLOCK_SKEW_MS) fail('enrolledAt', 'must not be in the future');
     }
 
     const numbers: [string, unknown][] = [
