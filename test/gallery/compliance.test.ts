@@ -190,11 +190,18 @@ test('retention erases exactly the faces that are due, once', async (t) => {
   t.teardown(() => gallery.close());
   gallery.setPolicy({ keepForSeconds: 3600 });
 
-  gallery.enrol('short', faces(random, 2, 's'), undefined, { keepForSeconds: 60 });
-  gallery.enrol('default', faces(random, 2, 'd'));
-  gallery.enrol('long', faces(random, 1, 'l'), undefined, { keepForSeconds: 86_400 });
-  const enrolledAt = Date.parse(gallery.getIdentity('short').faces[0]!.enrolledAt);
+  // Faces enrolled two days ago (an enrolment time only an import sets), judged against
+  // moments after that.
+  const enrolledAt = Date.now() - 2 * 86_400_000;
   const at = (seconds: number): Date => new Date(enrolledAt + seconds * 1000 + 500);
+  const past = (list: EnrolFace[], seconds = 0): EnrolFace[] =>
+    list.map((face) => ({
+      ...face,
+      enrolledAt: new Date(enrolledAt + seconds * 1000).toISOString(),
+    }));
+  gallery.enrol('short', past(faces(random, 2, 's')), undefined, { keepForSeconds: 60 });
+  gallery.enrol('default', past(faces(random, 2, 'd')));
+  gallery.enrol('long', past(faces(random, 1, 'l')), undefined, { keepForSeconds: 86_400 });
 
   t.like(runRetention(gallery, { now: at(30) }), { facesDue: 0, facesErased: 0 });
   const dry = runRetention(gallery, { now: at(61), dryRun: true });
@@ -212,8 +219,7 @@ test('retention erases exactly the faces that are due, once', async (t) => {
 
   // A later face of 'default' (enrolled half an hour after the others, as an import may set
   // it) keeps the identity alive when its first faces expire.
-  const lateFace = { ...randomFace(random, 'd-late.jpg'), enrolledAt: at(1800).toISOString() };
-  gallery.enrol('default', [lateFace]);
+  gallery.enrol('default', past([randomFace(random, 'd-late.jpg')], 1800));
   const late = runRetention(gallery, { now: at(3601) });
   t.like(late, { facesErased: 2, identitiesErased: 0 });
   t.is(gallery.getIdentity('default').faces.length, 1);

@@ -165,5 +165,5 @@ test('a closed gallery refuses calls; close twice is harmless', async (t) => {
   const gallery = await openGallery(tempDir(t), { config: CONFIG });
   gallery.close();
   gallery.close();
-  t.is(codeOf(t.throws(() => gallery.stats())), 'invalid_argument');
+  t.is(codeOf(t.throws(() => gallery.stats())), 'closed');
 });
