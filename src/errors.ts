@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'gallery_corrupt'
   | 'gallery_locked'
   | 'gallery_not_found'
+  | 'conflict'
   // access, policy and compliance
   | 'unauthorized'
   | 'forbidden'

@@ -20,6 +20,7 @@ export function httpStatusFor(code: ErrorCode): number {
     case 'file_not_found':
     case 'gallery_not_found':
       return 404;
+    case 'conflict':
     case 'gallery_mismatch':
     case 'port_in_use':
     case 'gallery_locked':

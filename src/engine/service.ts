@@ -124,6 +124,8 @@ export async function enrolImages(
 ): Promise<EnrolReport> {
   gallery.ensureConfig(engine.identity);
   const thumbnails = gallery.policy().thumbnails;
+  // An erasure of one of these identities acknowledged after this moment wins over the batch.
+  const startedAt = Date.now();
 
   const skipped: Skipped[] = [];
   const byIdentity = new Map<
@@ -171,6 +173,7 @@ export async function enrolImages(
           chunk.map((r) => ({ ...toEnrolFace(r.face, r.item), thumbnail: r.thumbnail })),
           undefined,
           options.policy,
+          { startedAt },
         ).faceIds;
       } catch (e) {
         const err = toReidbError(e, identity);

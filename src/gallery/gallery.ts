@@ -215,6 +215,8 @@ export class Gallery {
   private readonly options: GalleryOptions;
   private readonly identityOfFace: (faceId: number) => string | undefined;
   private index: VectorIndex | null = null;
+  /** When each identity was last erased in this process (ms), for enrol's erasure fence. */
+  private readonly erasedAt = new Map<string, number>();
   private dirty = false;
   private saveTimer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -229,6 +231,9 @@ export class Gallery {
 
     // Before the index loads, so that it never holds a face the ledger says is erased.
     this.reapplyLedger();
+    // An erasure cut short after its delete but before its truncation left old page images
+    // in a WAL: remove them now, not at the next erasure or close.
+    this.truncateWals();
 
     const config = store.config();
     if (config !== null) this.index = this.loadIndex(config.fusedDim);
@@ -283,6 +288,7 @@ export class Gallery {
     faces: EnrolFace[],
     metadata?: object,
     policy?: IdentityPolicy,
+    options: { startedAt?: number } = {},
   ): { identity: string; faceIds: number[]; faceUids: string[] } {
     this.assertOpen();
     validateIdentity(identity);
@@ -290,6 +296,23 @@ export class Gallery {
     validateFaces(faces, config);
     const metadataObject = validateMetadata(metadata);
     const policyFields = validateIdentityPolicy(policy ?? {});
+    this.checkPolicyAtEnrolment(identity, policyFields);
+
+    // An erasure acknowledged while this enrolment's images were being analysed wins: the
+    // enrolment must not bring the person back.
+    const erasedAt = this.erasedAt.get(identity);
+    if (
+      erasedAt !== undefined &&
+      options.startedAt !== undefined &&
+      erasedAt >= options.startedAt
+    ) {
+      throw new ReidbError(
+        'conflict',
+        `identity '${identity}' was erased while this enrolment was running; nothing was ` +
+          'stored. Send the enrolment again to enrol the person anew',
+        { input: identity },
+      );
+    }
 
     const { faceIds, faceUids } = this.store.enrol(identity, faces, metadataObject, policyFields);
 
@@ -437,6 +460,7 @@ export class Gallery {
     const identityRef = this.deployment.identityRef(identity);
     const removed = this.eraseFaces(uids, options, [identity]);
     this.options.logger.info('identity erased', { facesRemoved: removed.faceIds.length });
+    this.noteErasure(identity);
 
     return {
       identity,
@@ -469,9 +493,14 @@ export class Gallery {
       this.deployment.ledger.record({ identityRef, faceUids, reason, actor });
     }
 
-    // Any erasure touching an identity retires its export key before its rows go, so no
-    // failure below can leave earlier exports of it readable; its next export gets a new key.
-    for (const identity of new Set([...owners.keys(), ...alsoIdentities])) {
+    // An identity that goes whole has its export key destroyed before its rows go, so no
+    // failure below can leave earlier exports of it readable. One that keeps some faces
+    // (retention took its oldest) keeps its key, so that a backup still restores the faces
+    // that were not due; the ledger keeps the expired ones out of any restore.
+    const whole = [...owners]
+      .filter(([identity, faceUids]) => this.store.faceUidsOf(identity).length === faceUids.length)
+      .map(([identity]) => identity);
+    for (const identity of new Set([...whole, ...alsoIdentities])) {
       this.deployment.exportKeys.destroy(this.deployment.identityRef(identity));
     }
 
@@ -483,17 +512,7 @@ export class Gallery {
 
     // The WAL truncations last: a reader holding one up delays the removal of old page images,
     // never the erasure itself, which is reported done with walTruncated false.
-    let walTruncated = true;
-    for (const database of [this.store, this.deployment]) {
-      try {
-        database.checkpointTruncate();
-      } catch (error) {
-        walTruncated = false;
-        this.options.logger.error('erased rows remain in a WAL until the next checkpoint', {
-          error: (error as Error).message,
-        });
-      }
-    }
+    const walTruncated = this.truncateWals();
 
     return {
       faceIds: removed.faceIds,
@@ -649,6 +668,68 @@ export class Gallery {
       faces: removed.faceIds.length,
       identities: owners.size,
     });
+  }
+
+  /**
+   * Checkpoints and truncates the WAL of both databases, so that no page image of erased rows
+   * stays in a -wal file. Returns false (and logs) when another connection held one up: the
+   * old pages then stay in the files until the next checkpoint (an erasure, an open, a close).
+   */
+  private truncateWals(): boolean {
+    let truncated = true;
+    for (const database of [this.store, this.deployment]) {
+      try {
+        database.checkpointTruncate();
+      } catch (error) {
+        truncated = false;
+        this.options.logger.error('erased data stays in the database files until a checkpoint', {
+          error: (error as Error).message,
+        });
+      }
+    }
+    return truncated;
+  }
+
+  /** Records an erasure for enrol's fence; forgets those older than any request can run. */
+  private noteErasure(identity: string): void {
+    const now = Date.now();
+    this.erasedAt.set(identity, now);
+    for (const [label, at] of this.erasedAt) {
+      if (now - at > ERASURE_FENCE_MS) this.erasedAt.delete(label);
+    }
+  }
+
+  /**
+   * An identity's keep-for, legal basis and purpose are recorded when it is created (its
+   * Art. 30 record); a later enrolment may repeat them but not change them, so that a key
+   * that may only enrol cannot shorten (and so erase) or lengthen anyone's retention. An
+   * identity's keep-for may not exceed the gallery's.
+   */
+  private checkPolicyAtEnrolment(identity: string, policy: IdentityPolicy): void {
+    const galleryKeep = this.store.policy().keepForSeconds;
+    const keep = policy.keepForSeconds;
+    if (keep !== undefined && keep !== null && galleryKeep !== null && keep > galleryKeep) {
+      throw new ReidbError(
+        'invalid_argument',
+        `keep-for ${keep} s is longer than the gallery's ${galleryKeep} s; an identity may ` +
+          'only be kept for less',
+        { input: 'keepFor' },
+      );
+    }
+
+    const stored = this.store.identity(identity)?.policy;
+    if (stored === undefined) return;
+    for (const field of ['keepForSeconds', 'legalBasis', 'purpose'] as const) {
+      const value = policy[field];
+      if (value !== undefined && value !== stored[field]) {
+        throw new ReidbError(
+          'invalid_argument',
+          `identity '${identity}' already exists with ${field} ${JSON.stringify(stored[field])}; ` +
+            'it is recorded when an identity is created and an enrolment cannot change it',
+          { input: field },
+        );
+      }
+    }
   }
 
   /** Overwrites erased faces' vectors in the index and saves it; rebuilds it on failure. */
@@ -831,6 +912,9 @@ function validateConfig(c: GalleryConfig): void {
     });
   }
 }
+
+/** How long an erasure fences off enrolments of the same label that started before it, ms. */
+const ERASURE_FENCE_MS = 10 * 60 * 1000;
 
 /** A face uid as reidb makes them: 16 random bytes in hex. */
 const FACE_UID = /^[0-9a-f]{32}$/;

@@ -514,15 +514,17 @@ export class GalleryStore {
   }
 
   /**
-   * Faces whose keep-for (the identity's, else the gallery's) has run out at `now`, oldest
-   * first. A face of an identity with no keep-for in a gallery with none never expires.
+   * Faces whose keep-for has run out at `now`, oldest first. The keep-for is the shorter of
+   * the identity's and the gallery's (either alone when only one is set), so shortening the
+   * gallery's reaches every identity. A face with neither never expires.
    */
   expiredFaces(now: Date): ExpiredFace[] {
     const rows = this.db
       .prepare(
         `SELECT i.external_id AS identity, f.id AS faceId, f.uid AS uid,
                 f.enrolled_at AS enrolledAt,
-                coalesce(i.keep_for_seconds, p.keep_for_seconds) AS keepFor
+                min(coalesce(i.keep_for_seconds, p.keep_for_seconds),
+                    coalesce(p.keep_for_seconds, i.keep_for_seconds)) AS keepFor
            FROM faces f
            JOIN identities i ON i.id = f.identity_id
            JOIN gallery_policy p ON p.id = 1

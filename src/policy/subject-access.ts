@@ -65,7 +65,12 @@ export function subjectAccessReport(
     own !== null ? [own, 'identity'] : gallery !== null ? [gallery, 'gallery'] : [null, 'none'];
   const [purpose, purposeBy] = pick(record.policy.purpose, policy.purpose);
   const [legalBasis, legalBy] = pick(record.policy.legalBasis, policy.legalBasis);
-  const [keepFor, keepBy] = pick(record.policy.keepForSeconds, policy.keepForSeconds);
+  // The shorter keep-for applies (the gallery's is a ceiling), as retention applies it.
+  const own = record.policy.keepForSeconds;
+  const [keepFor, keepBy] =
+    own !== null && policy.keepForSeconds !== null && policy.keepForSeconds < own
+      ? [policy.keepForSeconds, 'gallery' as Source]
+      : pick(own, policy.keepForSeconds);
 
   return {
     generatedAt: new Date().toISOString(),

@@ -1,4 +1,11 @@
-import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 
 import test from 'ava';
@@ -188,7 +195,7 @@ test('retention erases exactly the faces that are due, once', async (t) => {
   const random = rng(16);
   const gallery = await openGallery(dir, { config: CONFIG });
   t.teardown(() => gallery.close());
-  gallery.setPolicy({ keepForSeconds: 3600 });
+  gallery.setPolicy({ keepForSeconds: 86_400 });
 
   // Faces enrolled two days ago (an enrolment time only an import sets), judged against
   // moments after that.
@@ -201,7 +208,7 @@ test('retention erases exactly the faces that are due, once', async (t) => {
     }));
   gallery.enrol('short', past(faces(random, 2, 's')), undefined, { keepForSeconds: 60 });
   gallery.enrol('default', past(faces(random, 2, 'd')));
-  gallery.enrol('long', past(faces(random, 1, 'l')), undefined, { keepForSeconds: 86_400 });
+  gallery.enrol('mid', past(faces(random, 1, 'm')), undefined, { keepForSeconds: 3600 });
 
   t.like(runRetention(gallery, { now: at(30) }), { facesDue: 0, facesErased: 0 });
   const dry = runRetention(gallery, { now: at(61), dryRun: true });
@@ -217,19 +224,21 @@ test('retention erases exactly the faces that are due, once', async (t) => {
   t.throws(() => gallery.getIdentity('short'));
   t.is(gallery.getIdentity('default').faces.length, 2);
 
-  // A later face of 'default' (enrolled half an hour after the others, as an import may set
-  // it) keeps the identity alive when its first faces expire.
+  t.like(runRetention(gallery, { now: at(3601) }), { facesErased: 1, identitiesErased: 1 });
+  t.throws(() => gallery.getIdentity('mid'));
+
+  // A later face of 'default' (enrolled half an hour after the others) keeps the identity
+  // alive when its first faces expire.
   gallery.enrol('default', past([randomFace(random, 'd-late.jpg')], 1800));
-  const late = runRetention(gallery, { now: at(3601) });
+  const late = runRetention(gallery, { now: at(86_401) });
   t.like(late, { facesErased: 2, identitiesErased: 0 });
   t.is(gallery.getIdentity('default').faces.length, 1);
-  t.is(gallery.getIdentity('long').faces.length, 1);
   t.is(gallery.stats().indexCount, gallery.stats().faces);
 
   const ledger = gallery.deployment.ledger.counts();
-  t.deepEqual(ledger, { faces: 4, identities: 2 });
+  t.deepEqual(ledger, { faces: 5, identities: 3 });
   const actions = gallery.deployment.audit.rows().map((r) => r.action);
-  t.deepEqual(actions, ['retention_erase', 'retention_erase']);
+  t.deepEqual(actions, ['retention_erase', 'retention_erase', 'retention_erase']);
 });
 
 test('subject access lists every face and the processing record, vectors only on request', async (t) => {
@@ -295,4 +304,104 @@ test('bad policy fields are refused, naming the field, and nothing changes', asy
   });
   t.is(gallery.stats().identities, 0);
   t.false(existsSync(path.join(dir, 'missing')));
+});
+
+test("an identity's retention is set when it is created; enrolments cannot change it", async (t) => {
+  const dir = tempDir(t);
+  const random = rng(19);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => gallery.close());
+  gallery.setPolicy({ keepForSeconds: 30 * 86_400 });
+
+  gallery.enrol('vic', faces(random, 1, 'v'), undefined, { keepForSeconds: 86_400 });
+  // Repeating the recorded values is fine; changing them, in either direction, is not.
+  gallery.enrol('vic', faces(random, 1, 'v2'), undefined, { keepForSeconds: 86_400 });
+  for (const policy of [{ keepForSeconds: 1 }, { keepForSeconds: 7200 }, { purpose: 'other' }]) {
+    t.throws(() => gallery.enrol('vic', faces(random, 1, 'x'), undefined, policy), {
+      message: /already exists with .* enrolment cannot change it/,
+    });
+  }
+  t.is(gallery.getIdentity('vic').faces.length, 2);
+  t.is(gallery.getIdentity('vic').policy.keepForSeconds, 86_400);
+
+  // No identity may be kept longer than the gallery's keep-for.
+  t.throws(() => gallery.enrol('new', faces(random, 1, 'n'), undefined, { keepForSeconds: 1e8 }), {
+    message: /longer than the gallery's/,
+  });
+
+  // Shortening the gallery's keep-for later reaches identities with a longer one of their own.
+  gallery.setPolicy({ keepForSeconds: 3600 });
+  const due = gallery.expiredFaces(new Date(Date.now() + 3601_000)).map((f) => f.identity);
+  t.deepEqual(due, ['vic', 'vic']);
+  t.is(subjectAccessReport(gallery, 'vic').processing.keepForSeconds, 3600);
+});
+
+test('an enrolment that started before an acknowledged erasure stores nothing', async (t) => {
+  const dir = tempDir(t);
+  const random = rng(20);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => gallery.close());
+  gallery.enrol('bea', faces(random, 1, 'b'));
+
+  const startedAt = Date.now();
+  gallery.erase('bea');
+  const error = t.throws(() =>
+    gallery.enrol('bea', faces(random, 2, 'late'), undefined, {}, { startedAt }),
+  );
+  t.is((error as { code?: string }).code, 'conflict');
+  t.throws(() => gallery.getIdentity('bea'));
+
+  // One that starts after the erasure enrols the person anew.
+  gallery.enrol('bea', faces(random, 1, 'anew'), undefined, {}, { startedAt: Date.now() + 1 });
+  t.is(gallery.getIdentity('bea').faces.length, 1);
+});
+
+test('retention that takes some of an identity keeps its export key; a whole one loses it', async (t) => {
+  const dir = tempDir(t);
+  const random = rng(21);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  const old = new Date(Date.now() - 86_400_000).toISOString();
+  const aged = (list: EnrolFace[]) => list.map((face) => ({ ...face, enrolledAt: old }));
+  gallery.enrol('ali', aged(faces(random, 1, 'a-old')));
+  const kept = gallery.enrol('ali', faces(random, 1, 'a-new'));
+  gallery.enrol('bob', aged(faces(random, 1, 'b-old')));
+  const file = path.join(tempDir(t), 'backup.jsonl');
+  exportGallery(gallery, file);
+
+  gallery.setPolicy({ keepForSeconds: 3600 });
+  t.like(runRetention(gallery), { facesErased: 2, identitiesErased: 1 });
+  gallery.setPolicy({ keepForSeconds: null });
+  gallery.close();
+
+  // The gallery's data is lost (deployment.sqlite survives); the backup is restored: ali's
+  // face that was not due comes back, the expired ones do not.
+  for (const name of readdirSync(dir)) {
+    if (name.startsWith('gallery.sqlite') || name.startsWith('index.'))
+      rmSync(path.join(dir, name));
+  }
+  const restored = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => restored.close());
+  t.deepEqual(await importGallery(restored, file), {
+    identities: 1,
+    faces: 1,
+    skippedErased: 1,
+    skippedDuplicate: 0,
+    unreadable: 1,
+  });
+  t.deepEqual(
+    restored.getIdentity('ali').faces.map((f) => f.uid),
+    kept.faceUids,
+  );
+  t.throws(() => restored.getIdentity('bob'));
+});
+
+test('opening a gallery leaves no WAL content behind', async (t) => {
+  const dir = tempDir(t);
+  (await openGallery(dir, { config: CONFIG })).close();
+  const gallery = await openGallery(dir, { config: CONFIG });
+  t.teardown(() => gallery.close());
+  for (const file of ['gallery.sqlite-wal', 'deployment.sqlite-wal']) {
+    const wal = path.join(dir, file);
+    t.true(!existsSync(wal) || readFileSync(wal).byteLength === 0, file);
+  }
 });
