@@ -70,31 +70,61 @@ function isLoopback(address: string | undefined): boolean {
   return plain === '::1';
 }
 
+/** A Host header naming this machine's loopback: localhost, 127.x.x.x or [::1], any port. */
+const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$/i;
+
+/** An Origin of a page served from this machine's loopback. */
+const LOOPBACK_ORIGIN = /^https?:\/\/(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d{1,5})?$/i;
+
+/**
+ * Why a request is not a local one, or null when it is. In open mode every local request has
+ * every role, so a request must have arrived on a loopback address, not have been forwarded
+ * by a proxy on this host (Forwarded, X-Forwarded-For, X-Real-IP), be addressed to a
+ * loopback host name (a page on another site that rebinds its DNS name to 127.0.0.1 sends
+ * its own name), and not come from a page of another origin (a browser's cross-site form
+ * post needs no preflight: Origin or Sec-Fetch-Site say where it came from).
+ */
+function notLocal(req: Request): string | null {
+  if (!isLoopback(req.socket.localAddress)) return 'this one arrived on a non-loopback address';
+  const headers = req.headers ?? {};
+  if (['forwarded', 'x-forwarded-for', 'x-real-ip'].some((h) => headers[h] !== undefined)) {
+    return 'this one was forwarded by a proxy';
+  }
+  if (headers.host !== undefined && !LOOPBACK_HOST.test(headers.host)) {
+    return 'this one is addressed to another host name';
+  }
+  const origin = headers.origin;
+  if (
+    (origin !== undefined && !LOOPBACK_ORIGIN.test(origin)) ||
+    headers['sec-fetch-site'] === 'cross-site'
+  ) {
+    return 'this one came from a web page of another site';
+  }
+  return null;
+}
+
 /**
  * Middleware that lets a request through only with a valid, unrevoked key holding `role`,
  * and records its actor (`key:<id>`) for actorOf. Refuses with unauthorized (401, answered
  * with a WWW-Authenticate challenge by the error handler) when the key is missing, malformed,
  * unknown or revoked, and with forbidden (403) naming the role needed, never the roles held,
  * when the key lacks it. While the deployment has no active key, every request that arrived
- * on a loopback address passes as `anonymous`; one on another address, or one a proxy
- * forwarded (Forwarded, X-Forwarded-For or X-Real-IP header), is refused with auth_required
- * (503), since the deployment would answer anyone.
+ * on a loopback address passes as `anonymous` (see notLocal for what else that takes); any
+ * other request is refused with auth_required (503), since the deployment would answer
+ * anyone.
  */
 export function requireRole(deployment: Deployment, role: Role): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
     const locals = res.locals as AuthLocals;
 
     if (!deployment.keys.hasActive()) {
-      // A proxy on this host reaches loopback too: a forwarded request is someone else's.
-      const forwarded = ['forwarded', 'x-forwarded-for', 'x-real-ip'].some(
-        (header) => req.headers[header] !== undefined,
-      );
-      if (!isLoopback(req.socket.localAddress) || forwarded) {
+      const why = notLocal(req);
+      if (why !== null) {
         next(
           new ReidbError(
             'auth_required',
-            'this deployment has no active API key, so it answers on loopback only; ' +
-              'create one with `reidb keys create`',
+            `this deployment has no active API key, so it answers local requests only, and ${why}; ` +
+              'create a key with `reidb keys create`',
           ),
         );
         return;

@@ -894,6 +894,22 @@ test('open mode answers only requests that arrived on a loopback address', (t) =
     t.is(run('127.0.0.1', { [header]: '203.0.113.9' }).error?.code, 'auth_required', header);
   }
 
+  // A page of another site: DNS rebinding sends its own host name, a form post its origin.
+  const local = { host: '127.0.0.1:8080' };
+  t.deepEqual(run('127.0.0.1', local), { error: undefined, actor: 'anonymous' });
+  t.deepEqual(run('127.0.0.1', { host: 'localhost:8080', origin: 'http://localhost:3000' }), {
+    error: undefined,
+    actor: 'anonymous',
+  });
+  for (const headers of [
+    { host: 'rebind.evil.example:8080' },
+    { ...local, origin: 'http://evil.example' },
+    { ...local, origin: 'null' },
+    { ...local, 'sec-fetch-site': 'cross-site' },
+  ]) {
+    t.is(run('127.0.0.1', headers).error?.code, 'auth_required', JSON.stringify(headers));
+  }
+
   // With a key the address does not matter: the key does.
   const key = deployment.keys.create({ roles: ['read'] });
   const req = {
