@@ -442,6 +442,14 @@ function checkRow(
   } catch {
     return { reason: `row ${row.seq}: its details are not JSON (edited after it was written)` };
   }
+  // Rows are stored exactly as they were hashed; any other spelling of the same JSON (a
+  // duplicate key that SQLite's JSON functions would read differently, added white space) is
+  // an edit too.
+  if (canonicalJson(details) !== row.details) {
+    return {
+      reason: `row ${row.seq}: its details are not stored as they were hashed (edited after it was written)`,
+    };
+  }
   const content = {
     seq: row.seq,
     at: row.at,

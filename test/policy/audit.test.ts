@@ -346,3 +346,24 @@ test("an identity's rows include the searches that returned it", (t) => {
     [2, 3],
   );
 });
+
+test('details spelled differently from how they were hashed are an edit', (t) => {
+  const { deployment, dir } = tempDeployment(t);
+  deployment.audit.append({
+    actor: 'key:k_0123456789ab',
+    action: 'key_create',
+    details: { keyId: 'k_0123456789ab', roles: ['read'] },
+  });
+  deployment.audit.append({ actor: 'cli:x', action: 'list' });
+  t.true(deployment.audit.verify().ok);
+
+  // The same JSON.parse result, but SQLite's json_extract reads the first keyId.
+  const forged = '{"keyId":"k_000000000000","keyId":"k_0123456789ab","roles":["read"]}';
+  const raw = rawConnection(t, dir);
+  raw.exec('DROP TRIGGER audit_log_no_update');
+  raw.prepare('UPDATE audit_log SET details = ? WHERE seq = 1').run(forged);
+  const result = deployment.audit.verify();
+  t.false(result.ok);
+  t.is(result.firstBad?.seq, 1);
+  t.regex(result.firstBad!.reason, /not stored as they were hashed/);
+});
