@@ -1008,11 +1008,12 @@ export function checkPolicyText(value: unknown, input: string): string {
     typeof value !== 'string' ||
     value.trim().length === 0 ||
     value.length > MAX_POLICY_TEXT ||
-    /[\u0000-\u001f\u007f]/.test(value)
+    /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u200e\u200f]/u.test(value)
   ) {
     throw new ReidbError(
       'invalid_argument',
-      `${input} must be text of 1..${MAX_POLICY_TEXT} characters without control characters`,
+      `${input} must be text of 1..${MAX_POLICY_TEXT} characters without control or ` +
+        'bidirectional control characters',
       { input },
     );
   }

@@ -10,6 +10,11 @@ const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/u;
 // Bidirectional overrides and isolates can make a label display as another one.
 const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069\u200e\u200f]/u;
 
+// Invisible characters that make two labels look the same: zero-width space, word joiner and
+// invisible operators, the byte-order mark, soft hyphen, Mongolian vowel separator, Arabic
+// letter mark. Zero-width (non-)joiners stay allowed: scripts and emoji sequences need them.
+const INVISIBLE = /[\u200b\u2060-\u2064\ufeff\u00ad\u180e\u061c]/u;
+
 // A surrogate without its partner cannot be stored as UTF-8; SQLite would replace it.
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
@@ -63,6 +68,17 @@ export function validateIdentity(identity: unknown): string {
       'invalid_identity',
       `identity contains the bidirectional control U+${code} at position ${bidi.index}, ` +
         'which can make it display as another label',
+      { input: identity },
+    );
+  }
+
+  const invisible = INVISIBLE.exec(identity);
+  if (invisible !== null) {
+    const code = invisible[0].codePointAt(0)!.toString(16).padStart(4, '0');
+    throw new ReidbError(
+      'invalid_identity',
+      `identity contains the invisible character U+${code} at position ${invisible.index}, ` +
+        'which makes it look like another label',
       { input: identity },
     );
   }

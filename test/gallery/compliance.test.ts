@@ -290,6 +290,8 @@ test('bad policy fields are refused, naming the field, and nothing changes', asy
     [{ legalBasis: '' }, /legalBasis/],
     [{ purpose: 'x'.repeat(1001) }, /purpose/],
     [{ purpose: 'a\u0007b' }, /purpose/],
+    [{ purpose: 'a\u009bb' }, /purpose/],
+    [{ legalBasis: 'consent\u202e' }, /legalBasis .*bidirectional/],
     [{ thumbnails: 'maybe' }, /thumbnails/],
     [{ colour: 'red' }, /unknown policy field colour/],
   ];
