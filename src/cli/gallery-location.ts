@@ -13,18 +13,22 @@ import { fusionModelCopyPath } from './options.ts';
  * The gallery a command works on: --db DIR (SQLite and index files in DIR), else the default
  * gallery of this checkout, with its SQLite file in .reidb/ and its index files in indexes/.
  * `mustExist` (search, erase, refuse) refuses a folder without a gallery instead of making one.
+ * `--new-deployment` accepts a gallery whose deployment.sqlite is lost (see openGallery).
  */
 export function openCliGallery(
   ctx: Pick<CommandContext, 'args' | 'logger'>,
   options: { mustExist?: boolean } = {},
 ): Promise<Gallery> {
   const db = str(ctx.args, 'db');
-  if (db !== undefined)
-    return openGallery(db, { logger: ctx.logger, mustExist: options.mustExist });
-  return openGallery(path.join(REPO_ROOT, '.reidb'), {
+  const common = {
     logger: ctx.logger,
-    indexDir: path.join(REPO_ROOT, 'indexes'),
     mustExist: options.mustExist,
+    acceptNewDeployment: ctx.args.flags['new-deployment'] === true,
+  };
+  if (db !== undefined) return openGallery(db, common);
+  return openGallery(path.join(REPO_ROOT, '.reidb'), {
+    ...common,
+    indexDir: path.join(REPO_ROOT, 'indexes'),
   });
 }
 

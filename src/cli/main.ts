@@ -49,7 +49,7 @@ export interface Command {
   run(ctx: CommandContext): Promise<CommandOutput>;
 }
 
-const COMMON: FlagSpec = { json: false, verbose: false, help: false };
+const COMMON: FlagSpec = { json: false, verbose: false, help: false, 'new-deployment': false };
 
 const COMMANDS: Record<string, Command> = {
   enroll: {

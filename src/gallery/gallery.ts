@@ -3,7 +3,7 @@ import path from 'node:path';
 
 import { ReidbError } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
-import { openDeployment, type Deployment } from '../policy/deployment.ts';
+import { DEPLOYMENT_FILE, openDeployment, type Deployment } from '../policy/deployment.ts';
 import { MAX_DURATION_SECONDS } from '../policy/duration.ts';
 import { validateIdentity } from './identity.ts';
 import { acquireGalleryLock } from './lock.ts';
@@ -123,6 +123,13 @@ export interface OpenGalleryOptions {
   indexDir?: string;
   /** When true, a directory without a gallery is gallery_not_found instead of a new gallery. */
   mustExist?: boolean;
+  /**
+   * Accept a gallery whose deployment.sqlite is missing or another one, linking it to the
+   * one found (or a new one). Every erasure recorded only in the lost file is forgotten, so
+   * faces it erased could come back from older copies: restore deployment.sqlite instead
+   * whenever it exists.
+   */
+  acceptNewDeployment?: boolean;
 }
 
 /**
@@ -173,7 +180,7 @@ export async function openGallery(dir: string, options: OpenGalleryOptions = {})
       migrationsDir: options.migrationsDir,
       logger,
     });
-    deployment = openDeployment(dir, { logger });
+    deployment = linkDeployment(dir, store, options.acceptNewDeployment === true, logger);
     const gallery = new Gallery(dir, store, deployment, {
       indexDir,
       logger,
@@ -891,6 +898,48 @@ export class Gallery {
       });
     }
   }
+}
+
+/**
+ * Opens the deployment of the gallery in `dir` and checks that it is the one the gallery was
+ * linked to: a linked gallery whose deployment.sqlite is missing or another one is refused
+ * (gallery_corrupt, gallery_mismatch) unless `accept`, since a new ledger would not know the
+ * erasures already made. An unlinked gallery (new, or from before links) is linked now.
+ */
+function linkDeployment(
+  dir: string,
+  store: GalleryStore,
+  accept: boolean,
+  logger: Logger,
+): Deployment {
+  const linked = store.deploymentLink();
+  const file = path.join(dir, DEPLOYMENT_FILE);
+  if (linked !== null && !existsSync(file) && !accept) {
+    throw new ReidbError(
+      'gallery_corrupt',
+      `the gallery at ${dir} belongs to deployment ${linked}, but ${file} is missing. It holds ` +
+        'the erasure ledger: restore it from its backup. Only if it is lost for good, open the ' +
+        'gallery with --new-deployment (erasures recorded only there are forgotten)',
+      { input: file },
+    );
+  }
+
+  const deployment = openDeployment(dir, { logger });
+  if (linked !== null && linked !== deployment.id) {
+    if (!accept) {
+      deployment.close();
+      throw new ReidbError(
+        'gallery_mismatch',
+        `${file} is deployment ${deployment.id}, but the gallery at ${dir} belongs to ` +
+          `deployment ${linked}: put its own deployment.sqlite back, or open it with ` +
+          '--new-deployment to accept this one (erasures recorded only in the other are forgotten)',
+        { input: file, details: { gallery: linked, deployment: deployment.id } },
+      );
+    }
+    logger.warn('gallery linked to another deployment', { from: linked, to: deployment.id });
+  }
+  if (linked !== deployment.id) store.setDeploymentLink(deployment.id);
+  return deployment;
 }
 
 function notFound(identity: string): ReidbError {

@@ -469,6 +469,26 @@ export class GalleryStore {
       .all() as string[];
   }
 
+  /** The id of the deployment this gallery belongs to, or null before the first link. */
+  deploymentLink(): string | null {
+    const id = this.db
+      .prepare('SELECT deployment_id FROM deployment_link WHERE id = 1')
+      .pluck()
+      .get() as string | undefined;
+    return id ?? null;
+  }
+
+  /** Records (or replaces) the deployment this gallery belongs to. */
+  setDeploymentLink(deploymentId: string): void {
+    this.db
+      .prepare(
+        `INSERT INTO deployment_link (id, deployment_id, linked_at) VALUES (1, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET deployment_id = excluded.deployment_id,
+                                        linked_at = excluded.linked_at`,
+      )
+      .run(deploymentId, new Date().toISOString());
+  }
+
   /** The gallery's policy (migration 002 creates its one row). */
   policy(): GalleryPolicy {
     const row = this.db

@@ -407,3 +407,45 @@ test('opening a gallery leaves no WAL content behind', async (t) => {
     t.true(!existsSync(wal) || readFileSync(wal).byteLength === 0, file);
   }
 });
+
+test('a gallery whose deployment.sqlite is missing or replaced refuses to open', async (t) => {
+  const dir = tempDir(t);
+  const random = rng(22);
+  const gallery = await openGallery(dir, { config: CONFIG });
+  gallery.enrol('gone', faces(random, 1, 'g'));
+  const old = path.join(tempDir(t), 'old.sqlite');
+  gallery.close();
+  backup(dir, old);
+  const again = await openGallery(dir, { config: CONFIG });
+  again.erase('gone');
+  again.close();
+
+  // An old gallery copy and no ledger: without the refusal, 'gone' would come back.
+  restore(dir, old);
+  const ledgerFile = path.join(dir, 'deployment.sqlite');
+  const kept = path.join(tempDir(t), 'deployment.sqlite');
+  copyFileSync(ledgerFile, kept);
+  for (const suffix of ['', '-wal', '-shm']) rmSync(ledgerFile + suffix, { force: true });
+  await t.throwsAsync(openGallery(dir, { config: CONFIG }), {
+    message: /deployment.sqlite is missing/,
+  });
+  t.false(existsSync(ledgerFile), 'no new, empty ledger was made');
+
+  // Another deployment's file is refused too.
+  const other = tempDir(t);
+  (await openGallery(other, { config: CONFIG })).close();
+  copyFileSync(path.join(other, 'deployment.sqlite'), ledgerFile);
+  await t.throwsAsync(openGallery(dir, { config: CONFIG }), { message: /belongs to deployment/ });
+
+  // Its own file back: the ledger cleans the old copy.
+  copyFileSync(kept, ledgerFile);
+  const restored = await openGallery(dir, { config: CONFIG });
+  t.throws(() => restored.getIdentity('gone'));
+  restored.close();
+
+  // Lost for good: the operator may accept a new ledger, knowingly.
+  for (const suffix of ['', '-wal', '-shm']) rmSync(ledgerFile + suffix, { force: true });
+  const accepted = await openGallery(dir, { config: CONFIG, acceptNewDeployment: true });
+  t.teardown(() => accepted.close());
+  t.is(accepted.stats().identities, 0);
+});
