@@ -154,7 +154,7 @@ export function createApp(options: ApiOptions): express.Express {
       capturedAt,
     }));
     const report = await enrolImages(engine, gallery, items, { policy });
-    auditEnrolment(deployment, actorOf(res), report, items);
+    auditEnrolment(deployment, actorOf(res), report, items, policy);
 
     if (report.enrolled.length === 0) {
       const first = report.skipped[0];

@@ -294,7 +294,7 @@ async function enrollCommand(ctx: CommandContext): Promise<CommandOutput> {
   const { gallery, engine } = await openBoth(ctx, 'enrol');
   try {
     const report = await enrolImages(engine, gallery, items, { policy });
-    auditEnrolment(gallery.deployment, cliActor(), report, items);
+    auditEnrolment(gallery.deployment, cliActor(), report, items, policy);
     const skipped = [...listed, ...report.skipped];
     const stats = gallery.stats();
     const text = [

@@ -7,7 +7,7 @@
 import os from 'node:os';
 
 import type { EnrolReport, SearchReport } from '../engine/service.ts';
-import type { GalleryPolicy } from '../gallery/gallery.ts';
+import type { GalleryPolicy, IdentityPolicy } from '../gallery/gallery.ts';
 import type { ExportSummary, ImportSummary } from '../gallery/export.ts';
 import type { Deployment } from './deployment.ts';
 import type { AuditRow, KeyRecord } from './types.ts';
@@ -45,14 +45,18 @@ export function cliActor(): string {
  * stored and images of that identity that were refused. An identity all of whose images were
  * refused still gets its row (with faces 0) when `items` are given, since its images were
  * analysed. Without `items`, refused images are counted against the identity only when the
- * call enrolled exactly one. Returns the rows in identity order.
+ * call enrolled exactly one. The keep-for, legal basis and purpose the enrolment gave are
+ * added as `policy` (they are recorded when the identity is created). Returns the rows in
+ * identity order.
  */
 export function auditEnrolment(
   deployment: Deployment,
   actor: string,
   report: EnrolReport,
   items?: readonly { identity: string; image: { file: string } | { name: string } }[],
+  policy: IdentityPolicy = {},
 ): AuditRow[] {
+  const given = Object.fromEntries(Object.entries(policy).filter(([, v]) => v !== undefined));
   const faces = new Map<string, number>();
   const skipped = new Map<string, number>();
   for (const identity of report.identities) faces.set(identity, 0);
@@ -78,7 +82,11 @@ export function auditEnrolment(
       actor,
       action: 'enrol',
       identityRef: deployment.identityRef(identity),
-      details: { faces: count, skipped: skipped.get(identity) ?? 0 },
+      details: {
+        faces: count,
+        skipped: skipped.get(identity) ?? 0,
+        ...(Object.keys(given).length > 0 ? { policy: given } : {}),
+      },
     }),
   );
 }
