@@ -1,7 +1,8 @@
-import { closeSync, fchmodSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import path from 'node:path';
 
 import { ReidbError } from '../errors.ts';
-import { exportGallery, importGallery } from '../gallery/export.ts';
+import { checkOutsideFolders, exportGallery, importGallery } from '../gallery/export.ts';
 import { checkPolicyText, type GalleryPolicy } from '../gallery/gallery.ts';
 import { validateIdentity } from '../gallery/identity.ts';
 import {
@@ -19,7 +20,12 @@ import { parseRoles } from '../policy/keys.ts';
 import { runRetention } from '../policy/retention.ts';
 import type { AuditRow, KeyRecord, Role } from '../policy/types.ts';
 import { oneOf, required, str, type FlagSpec, type ParsedArgs } from './args.ts';
-import { cliGalleryDir, openCliDeployment, openCliGallery } from './gallery-location.ts';
+import {
+  cliGalleryDir,
+  cliGalleryFolders,
+  openCliDeployment,
+  openCliGallery,
+} from './gallery-location.ts';
 import type { Command, CommandContext, CommandOutput } from './main.ts';
 
 /**
@@ -262,6 +268,7 @@ async function auditExport(ctx: CommandContext): Promise<CommandOutput> {
       '--format',
     );
   }
+  if (out !== undefined) checkOutsideFolders(out, cliGalleryFolders(args), '--out');
 
   const deployment = openCliDeployment(ctx, { mustExist: true });
   try {
@@ -367,6 +374,7 @@ function policyText(policy: GalleryPolicy): string {
 async function exportCommand(ctx: CommandContext): Promise<CommandOutput> {
   const out = required(ctx.args, 'out');
   const plaintext = ctx.args.flags.plaintext === true;
+  checkOutsideFolders(out, cliGalleryFolders(ctx.args), '--out');
 
   const gallery = await openCliGallery(ctx, { mustExist: true });
   try {
@@ -375,7 +383,9 @@ async function exportCommand(ctx: CommandContext): Promise<CommandOutput> {
 
     const lines = [
       `exported ${summary.identities} identity(ies) with ${summary.faces} face(s) to ${out}`,
-      `sha256 ${summary.sha256}`,
+      summary.mac === undefined
+        ? `sha256 ${summary.sha256}`
+        : `mac ${summary.mac} (HMAC-SHA256 under a key of the deployment)`,
     ];
     if (plaintext) {
       const warning =
@@ -449,14 +459,14 @@ function flagError(e: unknown, flag: string, field: string): unknown {
 
 /**
  * Writes `content` to `file` readable by its owner only (mode 0600, also when the file
- * existed), flushed to disk before returning. invalid_argument naming `flag` when it cannot.
+ * existed), flushed to disk before returning. The content goes to a new file beside it that
+ * is renamed over `file`, so a link at `file` is replaced, never written through.
+ * invalid_argument naming `flag` when it cannot.
  */
 function writePrivateFile(file: string, content: string, flag: string): void {
-  let fd: number;
-  try {
-    fd = openSync(file, 'w', 0o600);
-  } catch (cause) {
-    throw new ReidbError(
+  const partial = path.join(path.dirname(file), `.${path.basename(file)}.partial`);
+  const fail = (cause: unknown): ReidbError =>
+    new ReidbError(
       'invalid_argument',
       `${flag}: cannot write ${file}: ${(cause as Error).message}`,
       {
@@ -464,14 +474,25 @@ function writePrivateFile(file: string, content: string, flag: string): void {
         cause,
       },
     );
-  }
 
+  let fd: number;
   try {
-    fchmodSync(fd, 0o600);
-    writeSync(fd, content);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    rmSync(partial, { force: true });
+    fd = openSync(partial, 'wx', 0o600);
+  } catch (cause) {
+    throw fail(cause);
+  }
+  try {
+    try {
+      writeSync(fd, content);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(partial, file);
+  } catch (cause) {
+    rmSync(partial, { force: true });
+    throw fail(cause);
   }
 }
 

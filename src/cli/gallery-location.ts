@@ -40,6 +40,16 @@ export function cliGalleryDir(args: CommandContext['args']): string {
 }
 
 /**
+ * Every folder that holds files of the command's gallery: DIR for --db DIR, else the
+ * checkout's .reidb/ and indexes/. No file reidb writes on request may go into one of them.
+ */
+export function cliGalleryFolders(args: CommandContext['args']): string[] {
+  const db = str(args, 'db');
+  if (db !== undefined) return [db];
+  return [path.join(REPO_ROOT, '.reidb'), path.join(REPO_ROOT, 'indexes')];
+}
+
+/**
  * Opens only the deployment (deployment.sqlite: keys, audit trail, ledger) of the command's
  * gallery directory, without the gallery or its lock, so that it works while `reidb serve`
  * holds the gallery. Without `mustExist` the directory and the file are created when absent.

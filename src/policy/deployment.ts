@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID, type Hmac } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,6 +27,9 @@ const SECRET_BYTES = 32;
 
 /** Hex digits of HMAC-SHA256 kept in an identity reference (96 bits). */
 const REF_HEX_DIGITS = 24;
+
+/** What the secret is HMAC'd with to derive the key that authenticates sealed exports. */
+const EXPORT_MAC_LABEL = 'reidb-export-mac-v1';
 
 export interface DeploymentOptions {
   /** Default silentLogger. */
@@ -93,6 +96,17 @@ export class Deployment {
 
     const mac = createHmac('sha256', this.#secret).update(identity, 'utf8').digest('hex');
     return 'ref_' + mac.slice(0, REF_HEX_DIGITS);
+  }
+
+  /**
+   * A running HMAC-SHA256 that authenticates the lines of a sealed export, keyed with
+   * HMAC-SHA256(pseudonym secret, 'reidb-export-mac-v1'): a key derived for this one use, so
+   * that the secret itself never keys anything an export reveals. Only this deployment can
+   * make or check such a MAC. Feed it with update() and read the hex digest with digest('hex').
+   */
+  exportMac(): Hmac {
+    const key = createHmac('sha256', this.#secret).update(EXPORT_MAC_LABEL, 'utf8').digest();
+    return createHmac('sha256', key);
   }
 
   /**

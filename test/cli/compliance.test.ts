@@ -277,7 +277,7 @@ test('retention run erases exactly the faces whose keep-for ran out, once', asyn
   }
 });
 
-test("policy set --keep-for applies to stored faces; an identity's own keep-for wins", async (t) => {
+test('policy set --keep-for applies to stored faces, also those with a longer keep-for of their own', async (t) => {
   const dir = tempDir(t, 'reidb-policy-');
   const people = await buildGallery(dir, [
     { identity: 'C', faces: 2 },
@@ -293,9 +293,13 @@ test("policy set --keep-for applies to stored faces; an identity's own keep-for 
   t.like(set.json, { keepForSeconds: 1, keepFor: '1s', changed: ['keepForSeconds'] });
   await sleep(1200);
 
+  // The gallery's keep-for is a ceiling: D's own year does not outlast it.
   const run = await reidb(['retention', 'run', '--db', dir]);
-  t.like(run.json, { facesDue: 2, facesErased: 2, identitiesErased: 1 });
-  t.deepEqual(run.json.erased, [{ identityRef: people.C!.ref, faces: 2, whole: true }]);
+  t.like(run.json, { facesDue: 3, facesErased: 3, identitiesErased: 2 });
+  t.deepEqual(
+    run.json.erased.map((e: { identityRef: string }) => e.identityRef).sort(),
+    [people.C!.ref, people.D!.ref].sort(),
+  );
 
   const more = await reidb([
     'policy',
@@ -460,7 +464,8 @@ test('audit export: csv and json, to stdout or a 0600 file, and one identity onl
   t.is(lines.length, 3, 'header, one row, and the final line end');
   t.true(lines[1]!.includes(people.B!.ref));
 
-  const file = path.join(dir, 'trail.csv');
+  // Outside the gallery directory: an --out inside it is refused (test/cli/export-hardening).
+  const file = path.join(tempDir(t, 'reidb-audit-out-'), 'trail.csv');
   const toFile = await reidb(['audit', 'export', '--db', dir, '--format', 'csv', '--out', file]);
   t.is(toFile.code, 0, toFile.stderr);
   t.like(toFile.json, { file, format: 'csv', count: 8 });
@@ -926,8 +931,9 @@ test('enroll --keep-for, search and erase on real photos write their audit rows'
         ['erase', refB],
       ],
     );
-    t.deepEqual(rows[0]!.details, { faces: 2, skipped: 0 });
-    t.deepEqual(rows[1]!.details, { faces: 2, skipped: 1 });
+    const policy = { keepForSeconds: 30 * 86400, purpose: 'audit test' };
+    t.deepEqual(rows[0]!.details, { faces: 2, skipped: 0, policy });
+    t.deepEqual(rows[1]!.details, { faces: 2, skipped: 1, policy });
     const search = rows[2]!.details as { faces: number; k: number; matchedRefs: string[] };
     t.like(search, { faces: 1, k: 3, outcome: 'matched' });
     t.true(search.matchedRefs.includes(refA));
