@@ -35,7 +35,7 @@ import type { Command, CommandContext, CommandOutput } from './main.ts';
  * holds the gallery.
  */
 
-const COMMON: FlagSpec = { json: false, verbose: false, help: false };
+const COMMON: FlagSpec = { json: false, verbose: false, help: false, 'new-deployment': false };
 
 /** The policy fields `reidb policy set` can change, in the order they are reported. */
 type PolicyField = keyof Omit<GalleryPolicy, 'updatedAt'>;
