@@ -16,13 +16,9 @@ import path from 'node:path';
 
 import { ReidbError } from '../errors.ts';
 import type { SealedRecord } from '../policy/export-keys.ts';
-import { validateIdentity } from './identity.ts';
 import { blobToFloat32, float32ToBlob } from './store.ts';
 import {
-  checkPolicyText,
   MAX_FACES_PER_ENROLMENT,
-  MAX_KEEP_FOR_SECONDS,
-  MAX_METADATA_BYTES,
   type EnrolFace,
   type Gallery,
   type GalleryConfig,
@@ -506,6 +502,9 @@ type ReadRecord =
  * that what is written is exactly what was checked.
  */
 class RecordReader {
+  /** Labels the gallery held when the first record was checked. */
+  private held?: Set<string>;
+
   constructor(
     private readonly gallery: Gallery,
     readonly file: string,
@@ -550,20 +549,24 @@ class RecordReader {
     if (!isPlainObject(value)) fail('its record is not an object');
     const record = value as unknown as ExportedIdentity;
 
-    try {
-      validateIdentity(record.identity);
-    } catch (error) {
-      throw this.lineError(number, error);
-    }
     if (typeof record.createdAt !== 'string' || Number.isNaN(Date.parse(record.createdAt))) {
       fail('its createdAt is not an ISO-8601 date-time');
     }
     if (!isPlainObject(record.metadata)) fail('its metadata is not an object');
-    const metadataBytes = Buffer.byteLength(JSON.stringify(record.metadata));
-    if (metadataBytes > MAX_METADATA_BYTES) {
-      fail(`its metadata is ${metadataBytes} bytes of JSON; at most ${MAX_METADATA_BYTES}`);
+    if (!isPlainObject(record.policy)) fail('its policy is not an object');
+    try {
+      // As enrol checks them; for an identity the gallery holds, only its label matters
+      // (import adds faces to it and leaves its metadata and policy as they are).
+      this.held ??= new Set(this.gallery.identityLabels());
+      const held = this.held.has(record.identity);
+      this.gallery.checkIdentityFields(
+        record.identity,
+        held ? undefined : record.metadata,
+        held ? undefined : record.policy,
+      );
+    } catch (error) {
+      throw this.lineError(number, error);
     }
-    checkRecordPolicy(record.policy, fail);
     if (!Array.isArray(record.faces)) fail('its faces are not a list');
 
     const faces = record.faces.map((face, i) => {
@@ -582,30 +585,6 @@ class RecordReader {
   private lineError(number: number, error: unknown): unknown {
     if (!(error instanceof ReidbError)) return error;
     return invalid(this.file, `line ${number}: ${error.message}`, number);
-  }
-}
-
-/** The record's keep-for, legal basis and purpose, checked as enrol checks them. */
-function checkRecordPolicy(policy: unknown, fail: (why: string) => never): void {
-  if (!isPlainObject(policy)) fail('its policy is not an object');
-  const { keepForSeconds: keep, legalBasis, purpose } = policy as IdentityPolicy;
-  if (
-    keep !== undefined &&
-    keep !== null &&
-    (!Number.isInteger(keep) || keep < 1 || keep > MAX_KEEP_FOR_SECONDS)
-  ) {
-    fail(`its policy's keepForSeconds must be null or a whole number 1..${MAX_KEEP_FOR_SECONDS}`);
-  }
-  for (const [field, text] of [
-    ['legalBasis', legalBasis],
-    ['purpose', purpose],
-  ] as const) {
-    if (text === undefined || text === null) continue;
-    try {
-      checkPolicyText(text, field);
-    } catch (error) {
-      fail(`its policy's ${(error as Error).message}`);
-    }
   }
 }
 
@@ -629,7 +608,6 @@ async function planImport(
 ): Promise<ImportPlan> {
   const { file } = reader;
   const existing = new Set(gallery.identityLabels());
-  const galleryKeep = gallery.policy().keepForSeconds;
   const labels = new Set<string>();
   const uids = new Set<string>();
   const summary: ImportSummary = {
@@ -667,17 +645,6 @@ async function planImport(
     summary.skippedDuplicate += held;
     if (fresh.length === 0) continue;
 
-    const keep = record.policy.keepForSeconds;
-    if (!existing.has(record.identity) && typeof keep === 'number' && galleryKeep !== null) {
-      if (keep > galleryKeep) {
-        throw invalid(
-          file,
-          `line ${number}: identity '${record.identity}' has keep-for ${keep} s, longer than ` +
-            `the gallery's ${galleryKeep} s`,
-          number,
-        );
-      }
-    }
     summary.identities++;
     summary.faces += fresh.length;
   }

@@ -581,6 +581,18 @@ export class Gallery {
   }
 
   /**
+   * Checks what enrol() would check of an identity, without storing anything: the label, the
+   * metadata (a JSON object of at most 64 KiB) and the policy fields (valid, not changing an
+   * existing identity's, keep-for not above the gallery's). Throws the error enrol would.
+   */
+  checkIdentityFields(identity: string, metadata?: object, policy?: IdentityPolicy): void {
+    this.assertOpen();
+    validateIdentity(identity);
+    validateMetadata(metadata);
+    this.checkPolicyAtEnrolment(identity, validateIdentityPolicy(policy ?? {}));
+  }
+
+  /**
    * Checks faces as enrol() would (dimensions, finite values, uid and enrolment time of
    * imported faces) without storing anything; throws invalid_argument naming the field.
    */
