@@ -47,4 +47,5 @@ run mfr2-ablation npx reidb bench --layout folder $data/mfr2_masked \
   --pairs $data/mfr2_masked/pairs.csv --ablation --fusion "$out/fusion-celeba.reidbfus" --json
 run search-speed npx tsx bench/search-speed.ts --faces 100000 --dim 254 --ef 64 \
   --real "$out/real-embeddings.json"
+run load npx tsx bench/load.ts --out "$out/load-report.json"
 echo "figures in $out" >&2
