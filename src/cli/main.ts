@@ -10,7 +10,13 @@ import { ReidbError, toReidbError } from '../errors.ts';
 import { checkPolicyText, type Gallery, type IdentityPolicy } from '../gallery/gallery.ts';
 import { validateIdentity } from '../gallery/identity.ts';
 import { jsonLineLogger, type Logger } from '../log.ts';
-import { auditEnrolment, auditErasure, auditSearch, cliActor } from '../policy/audit-events.ts';
+import {
+  auditEnrolment,
+  auditErasure,
+  auditRead,
+  auditSearch,
+  cliActor,
+} from '../policy/audit-events.ts';
 import { parseDuration } from '../policy/duration.ts';
 import { int, num, parseArgs, required, str, type FlagSpec, type ParsedArgs } from './args.ts';
 import { benchCommand, BENCH_FLAGS } from './bench-command.ts';
@@ -57,8 +63,9 @@ const COMMANDS: Record<string, Command> = {
       'reidb enroll [--db DIR] --layout folder ROOT | [--db DIR] --identity ID FILE... ' +
       '[--camera C] [--keep-for 30d] [--legal-basis TEXT] [--purpose TEXT]',
     help:
-      '--keep-for, --legal-basis and --purpose are recorded for every identity enrolled and\n' +
-      "override the gallery's policy (reidb policy set) for them.\n" +
+      '--keep-for, --legal-basis and --purpose are recorded for every identity this creates\n' +
+      "(an existing one keeps what it has); keep-for may only be shorter than the gallery's\n" +
+      '(reidb policy set).\n' +
       'Durations: 90s, 15m, 12h, 30d, 52w.',
     flags: {
       ...COMMON,
@@ -391,7 +398,16 @@ async function eraseCommand(ctx: CommandContext): Promise<CommandOutput> {
   const gallery = await openCliGallery(ctx, { mustExist: true });
   try {
     const actor = cliActor();
-    const result = gallery.erase(identity, { actor });
+    let result;
+    try {
+      result = gallery.erase(identity, { actor });
+    } catch (error) {
+      // As over HTTP: looking for a label that is not enrolled leaves a trace.
+      if ((error as ReidbError).code === 'identity_not_found') {
+        auditRead(gallery.deployment, actor, 'erase', identity, { found: false });
+      }
+      throw error;
+    }
     auditErasure(gallery.deployment, actor, result);
     return {
       json: { identity: result.identity, facesRemoved: result.facesRemoved },

@@ -284,11 +284,13 @@ export class Gallery {
 
   /**
    * Enrols faces under `identity` in one transaction, creating the identity when it is new
-   * and adding to it otherwise; `metadata`, when given, replaces the identity's metadata, and
-   * so does each field given in `policy` (keep-for in seconds, legal basis, purpose).
-   * Needs a configuration (ensureConfig). Throws invalid_identity, or invalid_argument for a
-   * bad face (wrong dimension, non-finite values, zero fused vector) or policy field; nothing
-   * is stored then.
+   * and adding to it otherwise; `metadata`, when given, replaces the identity's metadata.
+   * `policy` (keep-for in seconds, legal basis, purpose) is recorded for a new identity; for
+   * an existing one it may only repeat what is recorded (see checkPolicyAtEnrolment).
+   * `startedAt` (ms) is when the caller began: an erasure of the identity acknowledged since
+   * then makes this a conflict. Needs a configuration (ensureConfig). Throws
+   * invalid_identity, conflict, or invalid_argument for a bad face (wrong dimension,
+   * non-finite values, zero fused vector) or policy field; nothing is stored then.
    */
   enrol(
     identity: string,
@@ -444,15 +446,15 @@ export class Gallery {
   }
 
   /**
-   * Erases an identity so that nothing of it remains in any file of the gallery. In order:
-   * its face uids go into the erasure ledger (deployment.sqlite), so that a crash part-way,
-   * a restored backup or a re-imported export is cleaned at the next open; its rows are
-   * deleted in one transaction (secure_delete zeroes the freed bytes); the WAL is
-   * checkpointed and truncated; its vectors are overwritten with noise inside the index
-   * (hnswlib's own delete only flags a vector, leaving its bytes) and the index file is
-   * rewritten atomically; its export key is destroyed, which makes its records in earlier
-   * exports unreadable. Throws identity_not_found, changing nothing, when the identity is not
-   * enrolled.
+   * Erases an identity from every file of the gallery. In order: its face uids go into the
+   * erasure ledger (deployment.sqlite), so that a crash part-way, a restored backup or a
+   * re-imported export is cleaned at the next open; its export key is destroyed, which makes
+   * its records in earlier exports unreadable; its rows are deleted in one transaction
+   * (secure_delete zeroes the freed bytes); its vectors are overwritten with noise inside the
+   * index (hnswlib's own delete only flags a vector, leaving its bytes) and the index file is
+   * rewritten atomically; both WALs are checkpointed and truncated (walTruncated false when a
+   * reader held one up). Throws identity_not_found, changing nothing, when the identity is
+   * not enrolled.
    */
   erase(
     identity: string,
@@ -668,12 +670,16 @@ export class Gallery {
     const erased = [...this.deployment.ledger.erasedAmong(this.store.allFaceUids())];
     if (erased.length === 0) return;
 
+    // As eraseFaces does: keys of identities that go whole first, then the rows, then the
+    // audit rows. The WALs are truncated by the caller, guarded (a busy reader must not fail
+    // the open half-way, leaving the rest undone).
     const owners = this.store.identitiesOfFaceUids(erased);
-    const removed = this.store.eraseFacesByUid(erased);
-    this.store.checkpointTruncate();
-    for (const identity of owners.keys()) {
-      this.deployment.exportKeys.destroy(this.deployment.identityRef(identity));
+    for (const [identity, faceUids] of owners) {
+      if (this.store.faceUidsOf(identity).length === faceUids.length) {
+        this.deployment.exportKeys.destroy(this.deployment.identityRef(identity));
+      }
     }
+    const removed = this.store.eraseFacesByUid(erased);
     for (const [identity, faceUids] of owners) {
       this.deployment.audit.append({
         actor: 'system:open',
@@ -682,7 +688,6 @@ export class Gallery {
         details: { faces: faceUids.length, identityRemoved: removed.identities.includes(identity) },
       });
     }
-    this.deployment.checkpointTruncate();
     this.options.logger.warn('erasure ledger re-applied: the gallery held erased faces', {
       faces: removed.faceIds.length,
       identities: owners.size,

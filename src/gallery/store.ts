@@ -292,7 +292,8 @@ export class GalleryStore {
 
   /**
    * Adds faces to an identity, creating it when new, in one transaction. `metadata`, when
-   * given, replaces the identity's metadata; so does each field of `policy` that is given.
+   * given, replaces the identity's metadata; so does each field of `policy` that is given
+   * (Gallery.enrol allows that only for a new identity, or to repeat what is recorded).
    * Returns the new face ids and uids in input order. Inputs must already be validated.
    */
   enrol(

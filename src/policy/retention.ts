@@ -29,9 +29,9 @@ export interface RetentionOptions {
 }
 
 /**
- * Erases every face whose keep-for has run out (the identity's, else the gallery's) as an
- * erasure does (ledger, secure delete, index overwrite), with one `retention_erase` audit row
- * per identity. Idempotent: what it erased is gone, so a second
+ * Erases every face whose keep-for has run out (the shorter of the identity's and the
+ * gallery's) as an erasure does (ledger, secure delete, index overwrite), with one
+ * `retention_erase` audit row per identity. Idempotent: what it erased is gone, so a second
  * run at the same moment finds nothing due. A crash mid-run loses nothing: the next run (or
  * the ledger at the next open) finishes the work.
  */

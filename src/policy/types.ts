@@ -5,7 +5,10 @@
  * that restoring old gallery data cannot undo an erasure. See docs/COMPLIANCE.md.
  */
 
-/** What a key may do. `admin` manages keys and policies; it grants no access to faces. */
+/**
+ * What a key may do. `admin` manages keys and policies: it reads no faces itself, but can make
+ * a key of any role and set the gallery's keep-for, so it is the most powerful role.
+ */
 export type Role = 'enrol' | 'search' | 'read' | 'compliance' | 'admin';
 
 export const ROLES: readonly Role[] = ['enrol', 'search', 'read', 'compliance', 'admin'];

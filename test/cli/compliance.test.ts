@@ -945,3 +945,21 @@ test('enroll --keep-for, search and erase on real photos write their audit rows'
     gallery.close();
   }
 });
+
+test('erase of a label that is not enrolled is identity_not_found and leaves an audit row', async (t) => {
+  const dir = tempDir(t, 'reidb-probe-');
+  await buildGallery(dir, [{ identity: 'kept', faces: 1 }]);
+
+  const probe = await reidb(['erase', '--db', dir, '--identity', 'never-enrolled']);
+  t.is(probe.code, 1);
+  t.is(probe.json.error.code, 'identity_not_found');
+
+  const deployment = openDeployment(dir, { mustExist: true });
+  const ref = deployment.identityRef('never-enrolled');
+  deployment.close();
+  const rows = auditRows(dir).filter((row) => row.identityRef === ref);
+  t.deepEqual(
+    rows.map((row) => [row.action, row.details]),
+    [['erase', { found: false }]],
+  );
+});
