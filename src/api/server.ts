@@ -36,7 +36,7 @@ import { runRetention } from '../policy/retention.ts';
 import { subjectAccessReport } from '../policy/subject-access.ts';
 import type { Role } from '../policy/types.ts';
 import { createAdmission, defaultMaxInFlight, DEFAULT_MAX_QUEUED } from './admission.ts';
-import { actorOf, requireRole, WWW_AUTHENTICATE } from './auth.ts';
+import { actorOf, keyOf, requireRole, WWW_AUTHENTICATE } from './auth.ts';
 import { createRateLimit, DEFAULT_RATE_LIMIT, type RateLimitOptions } from './rate-limit.ts';
 import { httpStatusFor } from './http-errors.ts';
 import { readUploads } from './upload.ts';
@@ -115,6 +115,9 @@ export function createApp(options: ApiOptions): express.Express {
     draining = true;
   };
   app.use((_req, res, next) => {
+    // When the request arrived, before admission and upload: an erasure acknowledged after
+    // this wins over an enrolment still queued or uploading (Gallery.enrol's fence).
+    res.locals.arrivedAt = performance.now();
     if (!draining) return next();
     res.set('Connection', 'close');
     next(new ReidbError('shutting_down', 'the server is shutting down; retry on another one'));
@@ -145,6 +148,16 @@ export function createApp(options: ApiOptions): express.Express {
     const camera = queryString(req, 'camera');
     const capturedAt = queryString(req, 'capturedAt');
     const policy = enrolmentPolicy(req);
+    // Retention and the Art. 30 record are a compliance decision, not an operator's: an
+    // enrol-only key that could set them could erase people (keepFor=1s) or keep them.
+    const key = keyOf(res);
+    if (Object.keys(policy).length > 0 && key !== null && !key.roles.includes('compliance')) {
+      throw new ReidbError(
+        'forbidden',
+        "keepFor, legalBasis and purpose on an enrolment need a key with the 'compliance' role",
+        { details: { role: 'compliance' } },
+      );
+    }
     const uploads = await readUploads(req, maxBytes, maxFiles);
 
     const items: EnrolItem[] = uploads.map((u) => ({
@@ -153,7 +166,8 @@ export function createApp(options: ApiOptions): express.Express {
       camera,
       capturedAt,
     }));
-    const report = await enrolImages(engine, gallery, items, { policy });
+    const startedAt = res.locals.arrivedAt as number;
+    const report = await enrolImages(engine, gallery, items, { policy, startedAt });
     auditEnrolment(deployment, actorOf(res), report, items, policy);
 
     if (report.enrolled.length === 0) {

@@ -107,6 +107,11 @@ function toEnrolFace(face: FaceFeatures, item: EnrolItem): EnrolFace {
 export interface EnrolOptions {
   /** Recorded for every identity of the call (keep-for in seconds, legal basis, purpose). */
   policy?: IdentityPolicy;
+  /**
+   * When the request began (performance.now(), ms), for the erasure fence: an erasure of one
+   * of the identities acknowledged after it wins. Default: when enrolImages is called.
+   */
+  startedAt?: number;
 }
 
 /**
@@ -125,7 +130,7 @@ export async function enrolImages(
   gallery.ensureConfig(engine.identity);
   const thumbnails = gallery.policy().thumbnails;
   // An erasure of one of these identities acknowledged after this moment wins over the batch.
-  const startedAt = Date.now();
+  const startedAt = options.startedAt ?? performance.now();
 
   const skipped: Skipped[] = [];
   const byIdentity = new Map<

@@ -287,8 +287,8 @@ export class Gallery {
    * and adding to it otherwise; `metadata`, when given, replaces the identity's metadata.
    * `policy` (keep-for in seconds, legal basis, purpose) is recorded for a new identity; for
    * an existing one it may only repeat what is recorded (see checkPolicyAtEnrolment).
-   * `startedAt` (ms) is when the caller began: an erasure of the identity acknowledged since
-   * then makes this a conflict. Needs a configuration (ensureConfig). Throws
+   * `startedAt` (a performance.now() reading, ms) is when the caller's request began: an
+   * erasure of the identity acknowledged since then makes this a conflict. Needs a configuration (ensureConfig). Throws
    * invalid_identity, conflict, or invalid_argument for a bad face (wrong dimension,
    * non-finite values, zero fused vector) or policy field; nothing is stored then.
    */
@@ -716,7 +716,8 @@ export class Gallery {
 
   /** Records an erasure for enrol's fence; forgets those older than any request can run. */
   private noteErasure(identity: string): void {
-    const now = Date.now();
+    // A monotonic clock: a wall-clock step back must not let an older enrolment through.
+    const now = performance.now();
     this.erasedAt.set(identity, now);
     for (const [label, at] of this.erasedAt) {
       if (now - at > ERASURE_FENCE_MS) this.erasedAt.delete(label);

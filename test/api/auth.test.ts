@@ -686,8 +686,16 @@ test.serial('a subject access export leaves vectors out unless asked for', async
   if (!DATA) return t.pass();
   const person = 'Export_Person';
   const key = keyOf.compliance.key;
-  const enrolled = await send('POST', `/v1/identities/${person}/faces?purpose=testing`, {
+  // A purpose (like a keep-for) is a compliance decision: an enrol-only key may not set it.
+  const operator = await send('POST', `/v1/identities/${person}/faces?purpose=testing`, {
     key: keyOf.enrol.key,
+    headers: JPEG,
+    body: lfw('Abdullah_Gul', 3),
+  });
+  await refused(t, operator, 403, 'forbidden');
+  t.regex(operator.json.error.message, /'compliance' role/);
+  const enrolled = await send('POST', `/v1/identities/${person}/faces?purpose=testing`, {
+    key: allKey.key,
     headers: JPEG,
     body: lfw('Abdullah_Gul', 3),
   });
@@ -748,14 +756,21 @@ test.serial('POST /v1/retention/run erases exactly what is due', async (t) => {
   await refused(t, badKeep, 400, 'invalid_argument');
   t.is(badKeep.json.error.input, 'keepFor');
 
-  const expiring = await send('POST', '/v1/identities/Expiring_Person/faces?keepFor=1s', {
+  const refusedKeep = await send('POST', '/v1/identities/Expiring_Person/faces?keepFor=1s', {
     key: keyOf.enrol.key,
+    headers: JPEG,
+    body: lfw('Alejandro_Toledo', 1),
+  });
+  await refused(t, refusedKeep, 403, 'forbidden');
+
+  const expiring = await send('POST', '/v1/identities/Expiring_Person/faces?keepFor=1s', {
+    key: allKey.key,
     headers: JPEG,
     body: lfw('Alejandro_Toledo', 1),
   });
   t.is(expiring.status, 201, expiring.text);
   const kept = await send('POST', '/v1/identities/Kept_Person/faces?keepFor=30d', {
-    key: keyOf.enrol.key,
+    key: allKey.key,
     headers: JPEG,
     body: lfw('Alejandro_Toledo', 2),
   });

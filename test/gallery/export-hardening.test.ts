@@ -199,7 +199,11 @@ test('a bad record half-way imports nothing: every line is checked before any is
     ['base64', (r) => (r.faces[0].geometry = '***'), /geometry is not base64/],
     ['label', (r) => (r.identity = 'c\u0007'), /line 4: identity contains the control char/],
     ['metadata', (r) => (r.metadata = [1, 2]), /line 4: its metadata is not an object/],
-    ['keepFor', (r) => (r.policy = { keepForSeconds: 0 }), /keep-for must be a whole number of seconds/],
+    [
+      'keepFor',
+      (r) => (r.policy = { keepForSeconds: 0 }),
+      /keep-for must be a whole number of seconds/,
+    ],
     ['purpose', (r) => (r.policy = { purpose: '' }), /purpose must be text/],
     ['duplicate uid', (r) => (r.faces[0].uid = lines[2].record.faces[0].uid), /appears twice/],
   ];
