@@ -267,10 +267,21 @@ export async function importGallery(gallery: Gallery, file: string): Promise<Imp
   try {
     const checked = await checkExportFile(handle, file, gallery);
     const { header } = checked;
-    if (checked.identityLines > 0) applyConfig(gallery, file, header.config);
+    if (checked.identityLines === 0) return emptySummary();
 
-    const reader = new RecordReader(gallery, file, checked);
+    // A gallery without a configuration (a new one, or one whose data was lost) takes the
+    // export's configuration and policy, but only once every record has been checked
+    // against them: a bad file leaves it as it was.
+    const config = checkedConfig(gallery, file, header.config);
+    const fresh = gallery.config() === null;
+    const keepCeiling = fresh ? header.policy.keepForSeconds : gallery.policy().keepForSeconds;
+    const reader = new RecordReader(gallery, file, checked, { config, keepCeiling });
     const plan = await planImport(handle, reader, gallery, checked.trailer);
+    if (fresh) {
+      gallery.ensureConfig(config);
+      const { keepForSeconds, legalBasis, purpose, thumbnails } = header.policy;
+      gallery.setPolicy({ keepForSeconds, legalBasis, purpose, thumbnails });
+    }
     return await writeImport(handle, reader, gallery, plan);
   } finally {
     await handle.close();
@@ -479,18 +490,33 @@ function checkTrailer(
 }
 
 /** Sets the export's configuration on an unconfigured gallery, or checks that they agree. */
-function applyConfig(gallery: Gallery, file: string, config: GalleryConfig | null): void {
+/**
+ * The export's configuration, checked: it must exist when the file holds identities, and
+ * agree with the gallery's when the gallery has one (gallery_mismatch otherwise). Changes
+ * nothing.
+ */
+function checkedConfig(
+  gallery: Gallery,
+  file: string,
+  config: GalleryConfig | null,
+): GalleryConfig {
   if (config === null) {
     throw invalid(file, 'its header has no gallery configuration but it holds identities');
   }
   try {
-    gallery.ensureConfig(config);
+    if (gallery.config() === null) gallery.checkConfig(config);
+    else gallery.ensureConfig(config);
+    return config;
   } catch (error) {
     if (error instanceof ReidbError && error.code === 'invalid_argument') {
       throw invalid(file, `line 1: ${error.message}`, 1);
     }
     throw error;
   }
+}
+
+function emptySummary(): ImportSummary {
+  return { identities: 0, faces: 0, skippedErased: 0, skippedDuplicate: 0, unreadable: 0 };
 }
 
 /** One identity line, opened and checked as an enrolment would check it. */
@@ -509,6 +535,8 @@ class RecordReader {
     private readonly gallery: Gallery,
     readonly file: string,
     private readonly checked: CheckedFile,
+    /** The configuration faces are checked against; the longest keep-for a new identity gets. */
+    private readonly target: { config: GalleryConfig; keepCeiling: number | null },
   ) {}
 
   /** The identity line `number`, or null for the header and the trailer. */
@@ -559,6 +587,13 @@ class RecordReader {
       // (import adds faces to it and leaves its metadata and policy as they are).
       this.held ??= new Set(this.gallery.identityLabels());
       const held = this.held.has(record.identity);
+      // A restore into a gallery whose keep-for is shorter now keeps the identity for that
+      // long, as retention would anyway, rather than refuse the whole file.
+      const keep = record.policy.keepForSeconds;
+      const ceiling = this.target.keepCeiling;
+      if (typeof keep === 'number' && ceiling !== null && keep > ceiling) {
+        record.policy.keepForSeconds = ceiling;
+      }
       this.gallery.checkIdentityFields(
         record.identity,
         held ? undefined : record.metadata,
@@ -572,7 +607,7 @@ class RecordReader {
     const faces = record.faces.map((face, i) => {
       const enrolFace = decodeFace(face, (why) => fail(`faces[${i}]: ${why}`));
       try {
-        this.gallery.checkFaces([enrolFace]);
+        this.gallery.checkFaces([enrolFace], this.target.config);
       } catch (error) {
         if (!(error instanceof ReidbError)) throw error;
         fail(error.message.replace(/^faces\[0\]/, `faces[${i}]`));

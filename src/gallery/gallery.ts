@@ -596,11 +596,17 @@ export class Gallery {
 
   /**
    * Checks faces as enrol() would (dimensions, finite values, uid and enrolment time of
-   * imported faces) without storing anything; throws invalid_argument naming the field.
+   * imported faces) without storing anything, against `config` when given (a gallery not yet
+   * configured) and the gallery's own otherwise; throws invalid_argument naming the field.
    */
-  checkFaces(faces: EnrolFace[]): void {
+  checkFaces(faces: EnrolFace[], config?: GalleryConfig): void {
     this.assertOpen();
-    validateFaces(faces, this.requireConfig());
+    validateFaces(faces, config ?? this.requireConfig());
+  }
+
+  /** Checks a configuration as ensureConfig would, without storing it. */
+  checkConfig(c: GalleryConfig): void {
+    validateConfig(c);
   }
 
   /** Which of these face uids the gallery holds. */
@@ -932,10 +938,14 @@ function linkDeployment(
 ): Deployment {
   const linked = store.deploymentLink();
   const file = path.join(dir, DEPLOYMENT_FILE);
-  if (linked !== null && !existsSync(file) && !accept) {
+  // Unlinked but already on schema 2 before this open: a gallery from before links that
+  // had a deployment (schema 2 made it one), so a missing file is a lost ledger too.
+  const hadDeployment = linked !== null || !store.migratedNow.includes(2);
+  if (hadDeployment && !existsSync(file) && !accept) {
     throw new ReidbError(
       'gallery_corrupt',
-      `the gallery at ${dir} belongs to deployment ${linked}, but ${file} is missing. It holds ` +
+      `the gallery at ${dir} belongs to deployment ${linked ?? '(not recorded)'}, but ${file} ` +
+        'is missing. It holds ' +
         'the erasure ledger: restore it from its backup. Only if it is lost for good, open the ' +
         'gallery with --new-deployment (erasures recorded only there are forgotten)',
       { input: file },

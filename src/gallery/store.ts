@@ -192,9 +192,13 @@ export class GalleryStore {
   readonly db: Database.Database;
   readonly file: string;
 
-  private constructor(db: Database.Database, file: string) {
+  /** Schema versions this open applied (empty when the schema was already current). */
+  readonly migratedNow: number[];
+
+  private constructor(db: Database.Database, file: string, migratedNow: number[]) {
     this.db = db;
     this.file = file;
+    this.migratedNow = migratedNow;
   }
 
   /**
@@ -217,10 +221,11 @@ export class GalleryStore {
       });
     }
 
+    let migratedNow: number[] = [];
     try {
       setPragmas(db, options.busyTimeoutMs ?? 5000);
 
-      applyMigrations(db, options.migrationsDir ?? DEFAULT_MIGRATIONS_DIR, logger);
+      migratedNow = applyMigrations(db, options.migrationsDir ?? DEFAULT_MIGRATIONS_DIR, logger);
     } catch (cause) {
       db.close();
       if (cause instanceof ReidbError) throw cause;
@@ -231,7 +236,7 @@ export class GalleryStore {
       );
     }
 
-    return new GalleryStore(db, file);
+    return new GalleryStore(db, file, migratedNow);
   }
 
   close(): void {

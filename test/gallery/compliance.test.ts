@@ -6,12 +6,15 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 
 import test from 'ava';
+import Database from 'better-sqlite3';
 
 import { DATABASE_FILE, openGallery, type EnrolFace } from '../../src/gallery/gallery.ts';
 import { exportGallery, importGallery } from '../../src/gallery/export.ts';
+import { DEFAULT_MIGRATIONS_DIR, readMigrations } from '../../src/gallery/migrations.ts';
 import { runRetention } from '../../src/policy/retention.ts';
 import { subjectAccessReport } from '../../src/policy/subject-access.ts';
 import { CONFIG, randomFace, rng, tempDir } from './fixtures.ts';
@@ -454,4 +457,77 @@ test('a gallery whose deployment.sqlite is missing or replaced refuses to open',
   const accepted = await openGallery(dir, { config: CONFIG, acceptNewDeployment: true });
   t.teardown(() => accepted.close());
   t.is(accepted.stats().identities, 0);
+});
+
+test('a restore into a new gallery brings the policy back; a bad file leaves it unconfigured', async (t) => {
+  const random = rng(23);
+  const source = await openGallery(tempDir(t), { config: CONFIG });
+  t.teardown(() => source.close());
+  source.setPolicy({ keepForSeconds: 30 * 86_400, legalBasis: 'Art. 6(1)(c)', purpose: 'doors' });
+  source.enrol('zed', faces(random, 1, 'z'), undefined, { keepForSeconds: 86_400 });
+  const file = path.join(tempDir(t), 'plain.jsonl');
+  exportGallery(source, file, { plaintext: true });
+
+  // A damaged copy into an empty gallery: refused, and the gallery takes nothing from it.
+  const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+  const record = JSON.parse(lines[1]!);
+  record.record.faces[0].fused = 'AAAA';
+  const damaged = file + '.bad';
+  const body = [lines[0], JSON.stringify(record)].map((line) => line + '\n').join('');
+  const sha256 = createHash('sha256').update(body).digest('hex');
+  writeFileSync(
+    damaged,
+    body + JSON.stringify({ type: 'end', identities: 1, faces: 1, sha256 }) + '\n',
+  );
+  const empty = await openGallery(tempDir(t));
+  t.teardown(() => empty.close());
+  await t.throwsAsync(importGallery(empty, damaged), { message: /fused/ });
+  t.is(empty.config(), null);
+  t.is(empty.policy().keepForSeconds, null);
+
+  // The intact file: the configuration and the gallery's policy come back with the faces.
+  t.like(await importGallery(empty, file), { identities: 1, faces: 1 });
+  t.like(empty.policy(), {
+    keepForSeconds: 30 * 86_400,
+    legalBasis: 'Art. 6(1)(c)',
+    purpose: 'doors',
+  });
+  t.is(empty.getIdentity('zed').policy.keepForSeconds, 86_400);
+
+  // Into a gallery whose keep-for is now shorter than the identity's: kept for the shorter.
+  const strict = await openGallery(tempDir(t), { config: CONFIG });
+  t.teardown(() => strict.close());
+  strict.setPolicy({ keepForSeconds: 3600 });
+  t.like(await importGallery(strict, file), { identities: 1 });
+  t.is(strict.getIdentity('zed').policy.keepForSeconds, 3600);
+  t.is(strict.policy().keepForSeconds, 3600, 'a configured gallery keeps its own policy');
+});
+
+test('a gallery from before deployment links still refuses to open without its deployment', async (t) => {
+  const dir = tempDir(t);
+  (await openGallery(dir, { config: CONFIG })).close();
+
+  // As a copy taken before migration 003 looks: schema 2, no link recorded.
+  const db = new Database(path.join(dir, DATABASE_FILE));
+  db.exec('DELETE FROM deployment_link');
+  db.close();
+  for (const suffix of ['', '-wal', '-shm']) {
+    rmSync(path.join(dir, 'deployment.sqlite' + suffix), { force: true });
+  }
+  await t.throwsAsync(openGallery(dir, { config: CONFIG }), { message: /is missing/ });
+
+  // A gallery from before schema 2 never had a deployment: it gets its first one.
+  const old = tempDir(t);
+  const legacy = new Database(path.join(old, DATABASE_FILE));
+  legacy.exec(readFileSync(path.join(DEFAULT_MIGRATIONS_DIR, '001_initial.sql'), 'utf8'));
+  legacy.exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+    sha256 TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT`);
+  const first = readMigrations(DEFAULT_MIGRATIONS_DIR)[0]!;
+  legacy
+    .prepare('INSERT INTO schema_migrations VALUES (?, ?, ?, ?)')
+    .run(first.version, first.name, first.sha256, new Date().toISOString());
+  legacy.close();
+  const upgraded = await openGallery(old, { config: CONFIG });
+  t.teardown(() => upgraded.close());
+  t.true(existsSync(path.join(old, 'deployment.sqlite')));
 });
