@@ -12,8 +12,17 @@ const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069\u200e\u200f]/u;
 
 // Invisible characters that make two labels look the same: zero-width space, word joiner and
 // invisible operators, the byte-order mark, soft hyphen, Mongolian vowel separator, Arabic
-// letter mark. Zero-width (non-)joiners stay allowed: scripts and emoji sequences need them.
-const INVISIBLE = /[\u200b\u2060-\u2064\ufeff\u00ad\u180e\u061c]/u;
+// letter mark, combining grapheme joiner, Hangul fillers, the blank Braille pattern, line and
+// paragraph separators, the object replacement character, tag characters and noncharacters.
+// Zero-width (non-)joiners and variation selectors stay allowed: scripts and emoji need them.
+const INVISIBLE = new RegExp(
+  '[' +
+    ['\\u200b', '\\u2060-\\u2064', '\\ufeff', '\\u00ad', '\\u180e', '\\u061c', '\\u034f'].join('') +
+    ['\\u115f', '\\u1160', '\\u3164', '\\uffa0', '\\u2800', '\\u2028', '\\u2029'].join('') +
+    ['\\ufffc', '\\ufdd0-\\ufdef', '\\ufffe', '\\uffff', '\\u{e0000}-\\u{e007f}'].join('') +
+    ']',
+  'u',
+);
 
 // A surrogate without its partner cannot be stored as UTF-8; SQLite would replace it.
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;

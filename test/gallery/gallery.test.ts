@@ -65,6 +65,10 @@ test('invalid identity labels are rejected and nothing is stored', async (t) => 
     '\ufeffada',
     'a\u2060da',
     'a\u00adda',
+    '\u3164',
+    'a\u2028b',
+    'ada\u{e0041}',
+    'a\uffffb',
   ];
 
   for (const identity of bad) {
