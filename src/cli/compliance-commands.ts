@@ -410,8 +410,16 @@ async function importCommand(ctx: CommandContext): Promise<CommandOutput> {
 
   const gallery = await openCliGallery(ctx);
   try {
+    const before = gallery.policy();
     const summary = await importGallery(gallery, file);
-    auditGalleryImport(gallery.deployment, cliActor(), summary);
+    const actor = cliActor();
+    auditGalleryImport(gallery.deployment, actor, summary);
+
+    // A new gallery takes the export's policy: a policy change like any other.
+    const after = gallery.policy();
+    const fields = ['keepForSeconds', 'legalBasis', 'purpose', 'thumbnails'] as const;
+    const changed = fields.filter((field) => before[field] !== after[field]);
+    if (changed.length > 0) auditPolicyChange(gallery.deployment, actor, changed, after);
 
     return {
       json: summary,

@@ -2,9 +2,12 @@ import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import Database from 'better-sqlite3';
+
 import type { Engine } from '../engine/pool.ts';
-import { openGallery, type Gallery } from '../gallery/gallery.ts';
-import { openDeployment, type Deployment } from '../policy/deployment.ts';
+import { ReidbError } from '../errors.ts';
+import { DATABASE_FILE, openGallery, type Gallery } from '../gallery/gallery.ts';
+import { DEPLOYMENT_FILE, openDeployment, type Deployment } from '../policy/deployment.ts';
 import { str } from './args.ts';
 import type { CommandContext } from './main.ts';
 import { fusionModelCopyPath } from './options.ts';
@@ -58,10 +61,40 @@ export function openCliDeployment(
   ctx: Pick<CommandContext, 'args' | 'logger'>,
   options: { mustExist?: boolean } = {},
 ): Deployment {
-  return openDeployment(cliGalleryDir(ctx.args), {
-    logger: ctx.logger,
-    mustExist: options.mustExist,
-  });
+  // Making a new deployment beside a gallery that has lost its own would let that gallery
+  // open with an empty ledger later: the gallery's own open refuses that, and so does this.
+  const dir = cliGalleryDir(ctx.args);
+  const galleryFile = path.join(dir, DATABASE_FILE);
+  if (hadDeployment(galleryFile) && !existsSync(path.join(dir, DEPLOYMENT_FILE))) {
+    if (ctx.args.flags['new-deployment'] !== true) {
+      throw new ReidbError(
+        'gallery_corrupt',
+        `${dir} holds a gallery but no ${DEPLOYMENT_FILE}: restore it from its backup (it holds ` +
+          'the erasure ledger). Only if it is lost for good, pass --new-deployment',
+        { input: path.join(dir, DEPLOYMENT_FILE) },
+      );
+    }
+  }
+  return openDeployment(dir, { logger: ctx.logger, mustExist: options.mustExist });
+}
+
+/**
+ * Whether the gallery.sqlite at `file` has run with a deployment: its schema reached version
+ * 2, which made one. A gallery from before that (or none at all) may get its first.
+ */
+function hadDeployment(file: string): boolean {
+  if (!existsSync(file)) return false;
+  try {
+    const db = new Database(file, { readonly: true, fileMustExist: true });
+    try {
+      return db.prepare('SELECT 1 FROM schema_migrations WHERE version = 2').get() !== undefined;
+    } finally {
+      db.close();
+    }
+  } catch {
+    // Unreadable: let the gallery's own open report it; do not make a deployment beside it.
+    return true;
+  }
 }
 
 /**

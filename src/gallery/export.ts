@@ -272,16 +272,18 @@ export async function importGallery(gallery: Gallery, file: string): Promise<Imp
     // A gallery without a configuration (a new one, or one whose data was lost) takes the
     // export's configuration and policy, but only once every record has been checked
     // against them: a bad file leaves it as it was.
+    // The recorded policy comes back only into a gallery that has none of its own (no
+    // configuration and the default policy); it is checked first, like every record.
     const config = checkedConfig(gallery, file, header.config);
-    const fresh = gallery.config() === null;
-    const keepCeiling = fresh ? header.policy.keepForSeconds : gallery.policy().keepForSeconds;
+    const restorePolicy =
+      gallery.config() === null && isDefaultPolicy(gallery.policy())
+        ? checkedPolicy(gallery, file, header.policy)
+        : null;
+    const keepCeiling = (restorePolicy ?? gallery.policy()).keepForSeconds;
     const reader = new RecordReader(gallery, file, checked, { config, keepCeiling });
     const plan = await planImport(handle, reader, gallery, checked.trailer);
-    if (fresh) {
-      gallery.ensureConfig(config);
-      const { keepForSeconds, legalBasis, purpose, thumbnails } = header.policy;
-      gallery.setPolicy({ keepForSeconds, legalBasis, purpose, thumbnails });
-    }
+    if (gallery.config() === null) gallery.ensureConfig(config);
+    if (restorePolicy !== null) gallery.setPolicy(restorePolicy);
     return await writeImport(handle, reader, gallery, plan);
   } finally {
     await handle.close();
@@ -513,6 +515,40 @@ function checkedConfig(
     }
     throw error;
   }
+}
+
+function isDefaultPolicy(policy: GalleryPolicy): boolean {
+  return (
+    policy.keepForSeconds === null &&
+    policy.legalBasis === null &&
+    policy.purpose === null &&
+    policy.thumbnails === 'off'
+  );
+}
+
+/** The header's gallery policy, checked as setPolicy checks it; export_invalid otherwise. */
+function checkedPolicy(
+  gallery: Gallery,
+  file: string,
+  policy: unknown,
+): Omit<GalleryPolicy, 'updatedAt'> {
+  const given = (policy ?? {}) as Partial<GalleryPolicy>;
+  if (policy === null || typeof policy !== 'object' || Array.isArray(policy)) {
+    throw invalid(file, 'line 1: its header has no gallery policy', 1);
+  }
+  const patch = {
+    keepForSeconds: given.keepForSeconds ?? null,
+    legalBasis: given.legalBasis ?? null,
+    purpose: given.purpose ?? null,
+    thumbnails: given.thumbnails ?? 'off',
+  };
+  try {
+    gallery.checkPolicy(patch);
+  } catch (error) {
+    if (error instanceof ReidbError) throw invalid(file, `line 1: ${error.message}`, 1);
+    throw error;
+  }
+  return patch;
 }
 
 function emptySummary(): ImportSummary {

@@ -1,11 +1,11 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { ReidbError } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { DEPLOYMENT_FILE, openDeployment, type Deployment } from '../policy/deployment.ts';
 import { MAX_DURATION_SECONDS } from '../policy/duration.ts';
-import { validateIdentity } from './identity.ts';
+import { findInvisible, validateIdentity } from './identity.ts';
 import { acquireGalleryLock } from './lock.ts';
 import {
   GalleryStore,
@@ -308,7 +308,19 @@ export class Gallery {
     this.checkPolicyAtEnrolment(identity, policyFields);
 
     // An erasure acknowledged while this enrolment's images were being analysed wins: the
-    // enrolment must not bring the person back.
+    // enrolment must not bring the person back. Erasures are remembered for
+    // ERASURE_FENCE_MS, so an enrolment older than that is refused outright.
+    if (
+      options.startedAt !== undefined &&
+      performance.now() - options.startedAt > ERASURE_FENCE_MS
+    ) {
+      throw new ReidbError(
+        'conflict',
+        `this enrolment of '${identity}' began more than ${ERASURE_FENCE_MS / 60_000} minutes ` +
+          'ago; nothing was stored. Send it again',
+        { input: identity },
+      );
+    }
     const erasedAt = this.erasedAt.get(identity);
     if (
       erasedAt !== undefined &&
@@ -542,6 +554,15 @@ export class Gallery {
    * the next retention run. Throws invalid_argument naming a bad field.
    */
   setPolicy(patch: Partial<Omit<GalleryPolicy, 'updatedAt'>>): GalleryPolicy {
+    const { fields, thumbnails } = this.checkPolicy(patch);
+    return this.store.setPolicy({ ...fields, ...(thumbnails ? { thumbnails } : {}) });
+  }
+
+  /** Checks a policy change as setPolicy would, storing nothing; returns the checked fields. */
+  checkPolicy(patch: Partial<Omit<GalleryPolicy, 'updatedAt'>>): {
+    fields: IdentityPolicy;
+    thumbnails?: GalleryPolicy['thumbnails'];
+  } {
     this.assertOpen();
     const fields = validateIdentityPolicy(patch);
     const thumbnails = patch.thumbnails;
@@ -558,7 +579,7 @@ export class Gallery {
         input: unknown[0],
       });
     }
-    return this.store.setPolicy({ ...fields, ...(thumbnails ? { thumbnails } : {}) });
+    return { fields, thumbnails };
   }
 
   /** Faces due for erasure under the retention policy at `now` (default: now), oldest first. */
@@ -731,10 +752,10 @@ export class Gallery {
   }
 
   /**
-   * An identity's keep-for, legal basis and purpose are recorded when it is created (its
-   * Art. 30 record); a later enrolment may repeat them but not change them, so that a key
-   * that may only enrol cannot shorten (and so erase) or lengthen anyone's retention. An
-   * identity's keep-for may not exceed the gallery's.
+   * An identity's keep-for, legal basis and purpose are recorded once (its Art. 30 record):
+   * a later enrolment may repeat a recorded field, or record one not recorded yet, but not
+   * change it, so that no enrolment can lengthen anyone's retention or shorten one already
+   * set. An identity's keep-for may not exceed the gallery's (it only ever shortens).
    */
   private checkPolicyAtEnrolment(identity: string, policy: IdentityPolicy): void {
     const galleryKeep = this.store.policy().keepForSeconds;
@@ -751,12 +772,14 @@ export class Gallery {
     const stored = this.store.identity(identity)?.policy;
     if (stored === undefined) return;
     for (const field of ['keepForSeconds', 'legalBasis', 'purpose'] as const) {
+      // A field not recorded yet may be recorded now (an identity created without it); one
+      // that is recorded never changes.
       const value = policy[field];
-      if (value !== undefined && value !== stored[field]) {
+      if (value !== undefined && stored[field] !== null && value !== stored[field]) {
         throw new ReidbError(
           'invalid_argument',
           `identity '${identity}' already exists with ${field} ${JSON.stringify(stored[field])}; ` +
-            'it is recorded when an identity is created and an enrolment cannot change it',
+            'once recorded for an identity it cannot be changed by an enrolment',
           { input: field },
         );
       }
@@ -952,6 +975,16 @@ function linkDeployment(
     );
   }
 
+  // An empty file in its place would be made into a new deployment: refuse before that.
+  if (linked !== null && !accept && existsSync(file) && statSync(file).size === 0) {
+    throw new ReidbError(
+      'gallery_corrupt',
+      `${file} is empty, but the gallery at ${dir} belongs to deployment ${linked}: restore ` +
+        'its deployment.sqlite from its backup',
+      { input: file },
+    );
+  }
+
   const deployment = openDeployment(dir, { logger });
   if (linked !== null && linked !== deployment.id) {
     if (!accept) {
@@ -1085,12 +1118,13 @@ export function checkPolicyText(value: unknown, input: string): string {
     typeof value !== 'string' ||
     value.trim().length === 0 ||
     value.length > MAX_POLICY_TEXT ||
-    /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u200e\u200f]/u.test(value)
+    /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]/u.test(value) ||
+    findInvisible(value) !== null
   ) {
     throw new ReidbError(
       'invalid_argument',
-      `${input} must be text of 1..${MAX_POLICY_TEXT} characters without control or ` +
-        'bidirectional control characters',
+      `${input} must be text of 1..${MAX_POLICY_TEXT} characters without control, ` +
+        'bidirectional control or invisible characters',
       { input },
     );
   }

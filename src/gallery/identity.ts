@@ -10,19 +10,23 @@ const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/u;
 // Bidirectional overrides and isolates can make a label display as another one.
 const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069\u200e\u200f]/u;
 
-// Invisible characters that make two labels look the same: zero-width space, word joiner and
-// invisible operators, the byte-order mark, soft hyphen, Mongolian vowel separator, Arabic
-// letter mark, combining grapheme joiner, Hangul fillers, the blank Braille pattern, line and
-// paragraph separators, the object replacement character, tag characters and noncharacters.
-// Zero-width (non-)joiners and variation selectors stay allowed: scripts and emoji need them.
-const INVISIBLE = new RegExp(
-  '[' +
-    ['\\u200b', '\\u2060-\\u2064', '\\ufeff', '\\u00ad', '\\u180e', '\\u061c', '\\u034f'].join('') +
-    ['\\u115f', '\\u1160', '\\u3164', '\\uffa0', '\\u2800', '\\u2028', '\\u2029'].join('') +
-    ['\\ufffc', '\\ufdd0-\\ufdef', '\\ufffe', '\\uffff', '\\u{e0000}-\\u{e007f}'].join('') +
-    ']',
-  'u',
-);
+// Invisible characters that make two labels look the same: every default-ignorable code point
+// and format character (zero-width space, word joiner, soft hyphen, Hangul fillers, tags, ...),
+// the blank Braille pattern, line and paragraph separators, the object replacement character
+// and noncharacters. Zero-width (non-)joiners and variation selectors stay allowed: scripts
+// and emoji need them.
+const INVISIBLE =
+  /(?![\u200c\u200d\ufe00-\ufe0f\u{e0100}-\u{e01ef}])[\p{Default_Ignorable_Code_Point}\p{Cf}\u2028\u2029\u2800\ufffc\p{Noncharacter_Code_Point}]/u;
+
+/**
+ * The first invisible character of `text` (see INVISIBLE) with its position, or null. Used for
+ * identity labels and for the legal basis and purpose texts.
+ */
+export function findInvisible(text: string): { code: string; index: number } | null {
+  const found = INVISIBLE.exec(text);
+  if (found === null) return null;
+  return { code: found[0].codePointAt(0)!.toString(16).padStart(4, '0'), index: found.index };
+}
 
 // A surrogate without its partner cannot be stored as UTF-8; SQLite would replace it.
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
@@ -81,9 +85,9 @@ export function validateIdentity(identity: unknown): string {
     );
   }
 
-  const invisible = INVISIBLE.exec(identity);
+  const invisible = findInvisible(identity);
   if (invisible !== null) {
-    const code = invisible[0].codePointAt(0)!.toString(16).padStart(4, '0');
+    const { code } = invisible;
     throw new ReidbError(
       'invalid_identity',
       `identity contains the invisible character U+${code} at position ${invisible.index}, ` +

@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, randomUUID, type Hmac } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -202,7 +202,15 @@ function createFile(dir: string, file: string): void {
   try {
     closeSync(openSync(file, 'wx', 0o600));
   } catch (cause) {
-    if ((cause as NodeJS.ErrnoException).code === 'EEXIST') return;
+    if ((cause as NodeJS.ErrnoException).code === 'EEXIST') {
+      // A file made by someone else (a copy, an empty placeholder) is made private too.
+      try {
+        chmodSync(file, 0o600);
+      } catch {
+        // Not ours to change (another owner): SQLite's own errors will say more.
+      }
+      return;
+    }
     throw new ReidbError('gallery_corrupt', `cannot create the deployment database ${file}`, {
       input: file,
       cause,

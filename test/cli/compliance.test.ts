@@ -963,3 +963,48 @@ test('erase of a label that is not enrolled is identity_not_found and leaves an 
     [['erase', { found: false }]],
   );
 });
+
+test('keys create refuses to make a new deployment beside a gallery that lost its own', async (t) => {
+  const dir = tempDir(t, 'reidb-lost-');
+  await buildGallery(dir, [{ identity: 'kept', faces: 1 }]);
+  for (const suffix of ['', '-wal', '-shm']) {
+    rmSync(path.join(dir, 'deployment.sqlite' + suffix), { force: true });
+  }
+
+  const refused = await reidb(['keys', 'create', '--db', dir, '--role', 'read']);
+  t.is(refused.code, 1);
+  t.is(refused.json.error.code, 'gallery_corrupt');
+  t.false(existsSync(path.join(dir, 'deployment.sqlite')));
+
+  const accepted = await reidb([
+    'keys',
+    'create',
+    '--db',
+    dir,
+    '--role',
+    'read',
+    '--new-deployment',
+  ]);
+  t.is(accepted.code, 0, accepted.stderr);
+});
+
+test('import into a new gallery restores its policy and audits the change', async (t) => {
+  const dir = tempDir(t, 'reidb-restore-');
+  await buildGallery(dir, [{ identity: 'ann', faces: 1 }]);
+  t.is((await reidb(['policy', 'set', '--db', dir, '--keep-for', '30d'])).code, 0);
+  const file = path.join(tempDir(t, 'reidb-restore-out-'), 'backup.reidbx');
+  t.is((await reidb(['export', '--db', dir, '--out', file])).code, 0);
+
+  // The gallery's data is lost; its deployment is kept.
+  for (const name of readdirSync(dir)) {
+    if (name.startsWith('gallery.sqlite') || name.startsWith('index.'))
+      rmSync(path.join(dir, name));
+  }
+  const restored = await reidb(['import', '--db', dir, '--in', file]);
+  t.is(restored.code, 0, restored.stderr);
+  t.like(restored.json, { identities: 1, faces: 1 });
+  t.like((await reidb(['policy', 'show', '--db', dir])).json, { keepFor: '30d' });
+  const last = auditRows(dir).at(-1)!;
+  t.like(last, { action: 'policy_change' });
+  t.deepEqual((last.details as { changed: string[] }).changed, ['keepForSeconds']);
+});

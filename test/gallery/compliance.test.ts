@@ -295,6 +295,8 @@ test('bad policy fields are refused, naming the field, and nothing changes', asy
     [{ purpose: 'a\u0007b' }, /purpose/],
     [{ purpose: 'a\u009bb' }, /purpose/],
     [{ legalBasis: 'consent\u202e' }, /legalBasis .*bidirectional/],
+    [{ legalBasis: 'consent\u061c' }, /legalBasis/],
+    [{ purpose: 'do\u200bors' }, /purpose .*invisible/],
     [{ thumbnails: 'maybe' }, /thumbnails/],
     [{ colour: 'red' }, /unknown policy field colour/],
   ];
@@ -321,12 +323,15 @@ test("an identity's retention is set when it is created; enrolments cannot chang
   gallery.enrol('vic', faces(random, 1, 'v'), undefined, { keepForSeconds: 86_400 });
   // Repeating the recorded values is fine; changing them, in either direction, is not.
   gallery.enrol('vic', faces(random, 1, 'v2'), undefined, { keepForSeconds: 86_400 });
+  // A field not recorded yet (purpose) may be recorded once, then no more changed.
+  gallery.enrol('vic', faces(random, 1, 'v3'), undefined, { purpose: 'visitors' });
   for (const policy of [{ keepForSeconds: 1 }, { keepForSeconds: 7200 }, { purpose: 'other' }]) {
     t.throws(() => gallery.enrol('vic', faces(random, 1, 'x'), undefined, policy), {
-      message: /already exists with .* enrolment cannot change it/,
+      message: /already exists with .* cannot be changed by an enrolment/,
     });
   }
-  t.is(gallery.getIdentity('vic').faces.length, 2);
+  t.is(gallery.getIdentity('vic').faces.length, 3);
+  t.is(gallery.getIdentity('vic').policy.purpose, 'visitors');
   t.is(gallery.getIdentity('vic').policy.keepForSeconds, 86_400);
 
   // No identity may be kept longer than the gallery's keep-for.
@@ -337,7 +342,7 @@ test("an identity's retention is set when it is created; enrolments cannot chang
   // Shortening the gallery's keep-for later reaches identities with a longer one of their own.
   gallery.setPolicy({ keepForSeconds: 3600 });
   const due = gallery.expiredFaces(new Date(Date.now() + 3601_000)).map((f) => f.identity);
-  t.deepEqual(due, ['vic', 'vic']);
+  t.deepEqual(due, ['vic', 'vic', 'vic']);
   t.is(subjectAccessReport(gallery, 'vic').processing.keepForSeconds, 3600);
 });
 
@@ -530,4 +535,65 @@ test('a gallery from before deployment links still refuses to open without its d
   const upgraded = await openGallery(old, { config: CONFIG });
   t.teardown(() => upgraded.close());
   t.true(existsSync(path.join(old, 'deployment.sqlite')));
+});
+
+test("an export's policy is checked before use and never replaces a gallery's own", async (t) => {
+  const random = rng(24);
+  const source = await openGallery(tempDir(t), { config: CONFIG });
+  t.teardown(() => source.close());
+  source.setPolicy({ keepForSeconds: 30 * 86_400, legalBasis: 'consent' });
+  source.enrol('ann', faces(random, 1, 'a'), undefined, { keepForSeconds: 20 * 86_400 });
+  const file = path.join(tempDir(t), 'plain.jsonl');
+  exportGallery(source, file, { plaintext: true });
+
+  // A crafted header policy (a bidirectional control in the legal basis): refused, and the new
+  // gallery is left without a configuration.
+  const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+  const header = JSON.parse(lines[0]!);
+  header.policy.legalBasis = 'con\u202esent';
+  const body = [JSON.stringify(header), lines[1]].map((line) => line + '\n').join('');
+  const sha256 = createHash('sha256').update(body).digest('hex');
+  const crafted = file + '.crafted';
+  writeFileSync(
+    crafted,
+    body + JSON.stringify({ type: 'end', identities: 1, faces: 1, sha256 }) + '\n',
+  );
+  const empty = await openGallery(tempDir(t));
+  t.teardown(() => empty.close());
+  const error = await t.throwsAsync(importGallery(empty, crafted), {
+    message: /line 1: legalBasis/,
+  });
+  t.is((error as { code?: string }).code, 'export_invalid');
+  t.is(empty.config(), null);
+
+  // A gallery not yet configured but with a policy of its own keeps it; the identity's longer
+  // keep-for is capped at that policy's.
+  const own = await openGallery(tempDir(t));
+  t.teardown(() => own.close());
+  own.setPolicy({ keepForSeconds: 86_400 });
+  t.like(await importGallery(own, file), { identities: 1 });
+  t.like(own.policy(), { keepForSeconds: 86_400, legalBasis: null });
+  t.is(own.getIdentity('ann').policy.keepForSeconds, 86_400);
+});
+
+test('an enrolment older than the erasure fence is refused', async (t) => {
+  const gallery = await openGallery(tempDir(t), { config: CONFIG });
+  t.teardown(() => gallery.close());
+  const random = rng(25);
+  const startedAt = performance.now() - 11 * 60_000;
+  const error = t.throws(() =>
+    gallery.enrol('late', faces(random, 1, 'l'), undefined, {}, { startedAt }),
+  );
+  t.is((error as { code?: string }).code, 'conflict');
+  t.is(gallery.stats().faces, 0);
+});
+
+test('an empty deployment.sqlite beside a linked gallery is refused and left as it is', async (t) => {
+  const dir = tempDir(t);
+  (await openGallery(dir, { config: CONFIG })).close();
+  const file = path.join(dir, 'deployment.sqlite');
+  for (const suffix of ['', '-wal', '-shm']) rmSync(file + suffix, { force: true });
+  writeFileSync(file, '');
+  await t.throwsAsync(openGallery(dir, { config: CONFIG }), { message: /is empty/ });
+  t.is(readFileSync(file).byteLength, 0);
 });

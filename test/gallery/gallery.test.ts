@@ -69,6 +69,10 @@ test('invalid identity labels are rejected and nothing is stored', async (t) => 
     'a\u2028b',
     'ada\u{e0041}',
     'a\uffffb',
+    'ana\u206f',
+    'ana\u17b4',
+    'ana\u{1d173}',
+    '\u0600ana',
   ];
 
   for (const identity of bad) {
