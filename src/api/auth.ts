@@ -40,7 +40,8 @@ interface AuthLocals {
 function unauthorized(): ReidbError {
   return new ReidbError(
     'unauthorized',
-    'this route needs an API key: send Authorization: Bearer <key>',
+    'this route needs a valid API key (the one sent, if any, is unknown, malformed or ' +
+      'revoked): send Authorization: Bearer <key>',
   );
 }
 

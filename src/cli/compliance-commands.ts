@@ -12,12 +12,14 @@ import {
   auditKeyCreate,
   auditKeyRevoke,
   auditPolicyChange,
+  auditRead,
   cliActor,
 } from '../policy/audit-events.ts';
 import { policyJson } from '../policy/policy-json.ts';
 import { formatDuration, parseDuration } from '../policy/duration.ts';
 import { parseRoles } from '../policy/keys.ts';
 import { runRetention } from '../policy/retention.ts';
+import { subjectAccessReport } from '../policy/subject-access.ts';
 import type { AuditRow, KeyRecord, Role } from '../policy/types.ts';
 import { oneOf, required, str, type FlagSpec, type ParsedArgs } from './args.ts';
 import {
@@ -47,9 +49,10 @@ export const COMPLIANCE_COMMANDS: Record<string, Command> = {
     summary: 'reidb keys create [--db DIR] --role ROLE[,ROLE...] [--label TEXT]',
     help:
       'Creates an API key and prints it once; reidb keeps only its SHA-256.\n' +
-      'Roles: enrol, search, read, compliance, admin (admin manages keys and the policy and\n' +
-      'grants no access to faces). Opens only DIR/deployment.sqlite, creating it if needed,\n' +
-      'so it works while `reidb serve` runs on DIR.',
+      'Roles: enrol, search, read, compliance, admin (admin manages keys and the policy: it\n' +
+      'reads no faces but can make a key of any role, so give it to few). Opens only\n' +
+      'DIR/deployment.sqlite (DIR must exist), creating it if needed, so it works while\n' +
+      '`reidb serve` runs on DIR.',
     flags: { ...COMMON, db: true, role: true, label: true },
     run: keysCreate,
   },
@@ -131,7 +134,47 @@ export const COMPLIANCE_COMMANDS: Record<string, Command> = {
     flags: { ...COMMON, db: true, in: true },
     run: importCommand,
   },
+  access: {
+    summary: 'reidb access [--db DIR] --identity ID [--vectors]',
+    help:
+      'Prints the subject access report of one identity (GDPR Art. 15), as\n' +
+      'GET /v1/identities/:id/export does: its record, faces, expiry, processing record and\n' +
+      'audit rows; its vectors only with --vectors. Labels are exact (case, accents).',
+    flags: { ...COMMON, db: true, identity: true, vectors: false },
+    run: accessCommand,
+  },
 };
+
+/** `reidb access`: the subject access report, audited as `export_identity`. */
+async function accessCommand(ctx: CommandContext): Promise<CommandOutput> {
+  const identity = required(ctx.args, 'identity');
+  try {
+    validateIdentity(identity);
+  } catch (e) {
+    throw new ReidbError('invalid_argument', `--identity: ${(e as Error).message}`, {
+      input: '--identity',
+    });
+  }
+  const vectors = ctx.args.flags.vectors === true;
+
+  const gallery = await openCliGallery(ctx, { mustExist: true });
+  try {
+    const actor = cliActor();
+    let report;
+    try {
+      report = subjectAccessReport(gallery, identity, { vectors });
+    } catch (error) {
+      if ((error as ReidbError).code === 'identity_not_found') {
+        auditRead(gallery.deployment, actor, 'export_identity', identity, { found: false });
+      }
+      throw error;
+    }
+    auditRead(gallery.deployment, actor, 'export_identity', identity, { vectors });
+    return { json: report, text: JSON.stringify(report, null, 2) };
+  } finally {
+    gallery.close();
+  }
+}
 
 async function keysCreate(ctx: CommandContext): Promise<CommandOutput> {
   const roles = roleArg(required(ctx.args, 'role'));
@@ -427,8 +470,8 @@ async function importCommand(ctx: CommandContext): Promise<CommandOutput> {
         `imported ${summary.identities} identity(ies) with ${summary.faces} face(s) from ${file}`,
         `  ${summary.skippedErased} face(s) skipped as erased since the export`,
         `  ${summary.skippedDuplicate} face(s) skipped as already in the gallery`,
-        `  ${summary.unreadable} record(s) unreadable (identity erased since the export, or ` +
-          'sealed by another deployment)',
+        `  ${summary.unreadable} identity record(s) unreadable: their keys were destroyed when ` +
+          'they were erased since the export (so their faces count here, not as skipped)',
       ].join('\n'),
     };
   } finally {

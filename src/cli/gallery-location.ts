@@ -64,6 +64,14 @@ export function openCliDeployment(
   // Making a new deployment beside a gallery that has lost its own would let that gallery
   // open with an empty ledger later: the gallery's own open refuses that, and so does this.
   const dir = cliGalleryDir(ctx.args);
+  // A mistyped --db would otherwise get a deployment of its own, and keys nobody can use.
+  if (str(ctx.args, 'db') !== undefined && !existsSync(dir)) {
+    throw new ReidbError(
+      'gallery_not_found',
+      `no folder ${dir}: give the folder of an existing gallery, or create it first (mkdir)`,
+      { input: dir },
+    );
+  }
   const galleryFile = path.join(dir, DATABASE_FILE);
   if (hadDeployment(galleryFile) && !existsSync(path.join(dir, DEPLOYMENT_FILE))) {
     if (ctx.args.flags['new-deployment'] !== true) {

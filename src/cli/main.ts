@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+
 import { createEngine, type Engine } from '../engine/pool.ts';
 import {
   enrolImages,
@@ -149,6 +151,10 @@ export async function main(
   if (!name || name === 'help' || name === '--help' || name === '-h') {
     io.stdout(helpText());
     return name ? EXIT_OK : EXIT_USAGE;
+  }
+  if (name === '--version' || name === 'version') {
+    io.stdout(`reidb ${packageVersion()}\n`);
+    return EXIT_OK;
   }
   if (GROUPS.has(name)) {
     const sub = rest[0];
@@ -430,4 +436,10 @@ function validateIdentityArg(identity: string): string {
 
 function usageError(message: string): ReidbError {
   return new ReidbError('invalid_argument', message);
+}
+
+/** The version in the checkout's package.json. */
+function packageVersion(): string {
+  const file = new URL('../../package.json', import.meta.url);
+  return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { ReidbError } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { DEPLOYMENT_FILE, openDeployment, type Deployment } from '../policy/deployment.ts';
+import { formatDuration } from '../policy/duration.ts';
 import { MAX_DURATION_SECONDS } from '../policy/duration.ts';
 import { findInvisible, validateIdentity } from './identity.ts';
 import { acquireGalleryLock } from './lock.ts';
@@ -156,7 +157,8 @@ export async function openGallery(dir: string, options: OpenGalleryOptions = {})
   }
   for (const folder of new Set([dir, indexDir])) {
     try {
-      mkdirSync(folder, { recursive: true });
+      // A new gallery folder is its owner's alone; an existing one keeps its mode.
+      mkdirSync(folder, { recursive: true, mode: 0o700 });
     } catch (cause) {
       throw new ReidbError(
         'invalid_argument',
@@ -763,7 +765,8 @@ export class Gallery {
     if (keep !== undefined && keep !== null && galleryKeep !== null && keep > galleryKeep) {
       throw new ReidbError(
         'invalid_argument',
-        `keep-for ${keep} s is longer than the gallery's ${galleryKeep} s; an identity may ` +
+        `keep-for ${formatDuration(keep)} is longer than the gallery's ` +
+          `${formatDuration(galleryKeep)}; an identity may ` +
           'only be kept for less',
         { input: 'keepFor' },
       );
@@ -778,7 +781,8 @@ export class Gallery {
       if (value !== undefined && stored[field] !== null && value !== stored[field]) {
         throw new ReidbError(
           'invalid_argument',
-          `identity '${identity}' already exists with ${field} ${JSON.stringify(stored[field])}; ` +
+          `identity '${identity}' already exists with ${field} ` +
+            `${field === 'keepForSeconds' ? formatDuration(stored[field] as number) : JSON.stringify(stored[field])}; ` +
             'once recorded for an identity it cannot be changed by an enrolment',
           { input: field },
         );

@@ -81,7 +81,8 @@ export function acquireGalleryLock(dir: string): GalleryLock {
   throw new ReidbError(
     'gallery_locked',
     `the gallery at ${dir} is open in ${who}; stop it (or use its HTTP API) first. ` +
-      `If no such process runs, remove ${file}`,
+      'A lock left by a process of this host that has ended is taken over by itself; only ' +
+      `one left by another host (a shared folder) must be removed by hand: ${file}`,
     { input: dir, details: holder ?? undefined },
   );
 }

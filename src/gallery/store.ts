@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync } from 'node:fs';
 
 import Database from 'better-sqlite3';
 
@@ -213,6 +214,9 @@ export class GalleryStore {
     const logger = options.logger ?? silentLogger;
     let db: Database.Database;
     try {
+      // Biometric data: a new database is its owner's alone (SQLite gives the -wal and -shm
+      // files the database file's mode).
+      if (!existsSync(file)) closeSync(openSync(file, 'wx', 0o600));
       db = new Database(file);
     } catch (cause) {
       throw new ReidbError('gallery_corrupt', `cannot open the gallery database ${file}`, {

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import {
+  chmodSync,
   closeSync,
   existsSync,
   fsyncSync,
@@ -220,7 +221,10 @@ export class VectorIndex {
     const indexTemp = indexFile + suffix;
 
     try {
+      // The vectors are biometric data: the file is its owner's alone (hnswlib writes it with
+      // the process umask; set the mode before it gets its final name).
       this.hnsw.writeIndexSync(indexTemp);
+      chmodSync(indexTemp, 0o600);
       fsyncFile(indexTemp);
       const bytes = readFileSync(indexTemp);
       const meta: IndexMeta = {
@@ -326,7 +330,7 @@ function noise(dim: number): number[] {
 function writeFileAtomic(file: string, text: string): void {
   const temp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
-    writeFileSync(temp, text);
+    writeFileSync(temp, text, { mode: 0o600 });
     fsyncFile(temp);
     renameSync(temp, file);
   } finally {

@@ -1008,3 +1008,33 @@ test('import into a new gallery restores its policy and audits the change', asyn
   t.like(last, { action: 'policy_change' });
   t.deepEqual((last.details as { changed: string[] }).changed, ['keepForSeconds']);
 });
+
+test('reidb access prints the subject access report and audits it; --vectors adds the vectors', async (t) => {
+  const dir = tempDir(t, 'reidb-access-');
+  await buildGallery(dir, [{ identity: 'Ana', faces: 2 }]);
+
+  const plain = await reidb(['access', '--db', dir, '--identity', 'Ana']);
+  t.is(plain.code, 0, plain.stderr);
+  t.is(plain.json.identity, 'Ana');
+  t.is(plain.json.faces.length, 2);
+  t.is(plain.json.faces[0].vectors, undefined);
+  const full = await reidb(['access', '--db', dir, '--identity', 'Ana', '--vectors']);
+  t.is(full.json.faces[0].vectors.fused.length, 128);
+
+  const missing = await reidb(['access', '--db', dir, '--identity', 'ana']);
+  t.is(missing.code, 1);
+  t.is(missing.json.error.code, 'identity_not_found');
+  const rows = auditRows(dir).filter((row) => row.action === 'export_identity');
+  t.deepEqual(
+    rows.map((row) => row.details),
+    [{ vectors: false }, { vectors: true }, { found: false }],
+  );
+});
+
+test('keys create refuses a --db folder that does not exist', async (t) => {
+  const missing = path.join(tempDir(t, 'reidb-typo-'), 'no-such-gallery');
+  const result = await reidb(['keys', 'create', '--db', missing, '--role', 'admin']);
+  t.is(result.code, 1);
+  t.is(result.json.error.code, 'gallery_not_found');
+  t.false(existsSync(missing));
+});

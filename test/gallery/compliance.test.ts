@@ -4,6 +4,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -596,4 +597,17 @@ test('an empty deployment.sqlite beside a linked gallery is refused and left as 
   writeFileSync(file, '');
   await t.throwsAsync(openGallery(dir, { config: CONFIG }), { message: /is empty/ });
   t.is(readFileSync(file).byteLength, 0);
+});
+
+test("a new gallery's folder and files are readable by their owner only", async (t) => {
+  const dir = path.join(tempDir(t), 'new-gallery');
+  const gallery = await openGallery(dir, { config: CONFIG, saveDelayMs: 0 });
+  gallery.enrol('ann', faces(rng(26), 1, 'a'));
+  gallery.close();
+
+  const mode = (file: string) => statSync(path.join(dir, file)).mode & 0o777;
+  t.is(mode('.'), 0o700);
+  for (const file of ['gallery.sqlite', 'deployment.sqlite', 'index.hnsw', 'index.meta.json']) {
+    t.is(mode(file), 0o600, file);
+  }
 });
