@@ -9,27 +9,12 @@ import { createApp, listen } from '../../src/api/server.ts';
 import { openGallery } from '../../src/gallery/gallery.ts';
 import { fakeEngine } from '../helpers/fake-engine.ts';
 
-const DIM = 8;
-
 test('an erasure acknowledged while an enrolment is still uploading wins over it', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'reidb-fence-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const gallery = await openGallery(dir);
   t.teardown(() => gallery.close());
-  let n = 0;
-  const engine = fakeEngine({
-    identity: {
-      embedderId: 'fake',
-      appearanceDim: DIM,
-      fusionId: 'appearance-v1',
-      fusedDim: DIM,
-      alignMode: 'mesh',
-    },
-    vectorFor: () => {
-      const hot = n++ % DIM;
-      return Float32Array.from({ length: DIM }, (_, i) => (i === hot ? 1 : 0.1));
-    },
-  });
+  const engine = fakeEngine();
   const server = await listen(createApp({ engine, gallery }), 0, '127.0.0.1');
   t.teardown(() => server.close());
   const address = server.address();

@@ -51,17 +51,7 @@ test('a flood from one key gets 429 with Retry-After past its burst; others stil
   const flooder = gallery.deployment.keys.create({ roles: ['search', 'enrol'] });
   const other = gallery.deployment.keys.create({ roles: ['read'] });
 
-  const DIM = 8;
-  const engine = fakeEngine({
-    identity: {
-      embedderId: 'fake',
-      appearanceDim: DIM,
-      fusionId: 'appearance-v1',
-      fusedDim: DIM,
-      alignMode: 'mesh',
-    },
-    vectorFor: () => Float32Array.from({ length: DIM }, (_, i) => i + 1),
-  });
+  const engine = fakeEngine();
   const app = createApp({
     engine,
     gallery,

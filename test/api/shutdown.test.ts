@@ -9,25 +9,9 @@ import type { Engine } from '../../src/engine/pool.ts';
 import { openGallery } from '../../src/gallery/gallery.ts';
 import { fakeEngine } from '../helpers/fake-engine.ts';
 
-const DIM = 8;
-
 /** An engine whose every image holds one face (a new vector each time), found after `delayMs`. */
 function slowEngine(delayMs: number): Engine {
-  let n = 0;
-  return fakeEngine({
-    identity: {
-      embedderId: 'slow',
-      appearanceDim: DIM,
-      fusionId: 'appearance-v1',
-      fusedDim: DIM,
-      alignMode: 'mesh',
-    },
-    vectorFor: () => {
-      const hot = n++ % DIM;
-      return Float32Array.from({ length: DIM }, (_, i) => (i === hot ? 1 : 0.1));
-    },
-    delayMs,
-  });
+  return fakeEngine({ delayMs });
 }
 
 test('shutDown lets running requests finish and refuses new ones', async (t) => {

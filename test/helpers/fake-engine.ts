@@ -2,18 +2,40 @@ import type { Analysis } from '../../src/engine/pipeline.ts';
 import type { Engine } from '../../src/engine/pool.ts';
 import type { GalleryConfig } from '../../src/gallery/gallery.ts';
 
+/** A small pipeline identity for fake engines: 8-D vectors, no fusion. */
+export const FAKE_IDENTITY: GalleryConfig = {
+  embedderId: 'fake',
+  appearanceDim: 8,
+  fusionId: 'appearance-v1',
+  fusedDim: 8,
+  alignMode: 'mesh',
+};
+
+/** A vector source giving each call a different 8-D vector (one component high in turn). */
+export function distinctVectors(): () => Float32Array {
+  let n = 0;
+  return () => {
+    const hot = n++ % 8;
+    return Float32Array.from({ length: 8 }, (_, i) => (i === hot ? 1 : 0.1));
+  };
+}
+
 /**
  * An engine without models: every image holds one 100 x 100 px face whose appearance and
  * fused vector is `vectorFor(name)` (the file path or upload name), found after `delayMs`.
+ * The identity defaults to FAKE_IDENTITY and the vectors to distinctVectors().
  */
-export function fakeEngine(options: {
-  identity: GalleryConfig;
-  vectorFor: (name: string) => Float32Array;
-  delayMs?: number;
-}): Engine {
+export function fakeEngine(
+  options: {
+    identity?: GalleryConfig;
+    vectorFor?: (name: string) => Float32Array;
+    delayMs?: number;
+  } = {},
+): Engine {
+  const vectorFor = options.vectorFor ?? distinctVectors();
   const analyse = async (name: string) => {
     if (options.delayMs) await new Promise((resolve) => setTimeout(resolve, options.delayMs));
-    const v = options.vectorFor(name);
+    const v = vectorFor(name);
     const analysis: Analysis = {
       faces: [
         {
@@ -34,7 +56,7 @@ export function fakeEngine(options: {
     return { analysis, decodeMs: 0 };
   };
   return {
-    identity: options.identity,
+    identity: options.identity ?? FAKE_IDENTITY,
     detectorId: 'fake',
     meshId: 'fake',
     workers: 2,
