@@ -527,7 +527,7 @@ test('export, erase, import: the erased identity stays gone, the others come bac
   t.is(restored.code, 0, restored.stderr);
   t.regex(restored.stdout, /imported 1 identity\(ies\) with 3 face\(s\)/);
   t.regex(restored.stdout, /0 face\(s\) skipped as erased/);
-  t.regex(restored.stdout, /1 record\(s\) unreadable/);
+  t.regex(restored.stdout, /1 identity record\(s\) unreadable/);
 
   const gallery = await open(dir);
   try {
