@@ -26,6 +26,7 @@ import {
   auditKeyCreate,
   auditKeyRevoke,
   auditPolicyChange,
+  auditedLookup,
   auditRead,
   auditSearch,
 } from '../policy/audit-events.ts';
@@ -223,7 +224,9 @@ export function createApp(options: ApiOptions): express.Express {
 
   app.get('/v1/identities/:id', role('read'), (req, res) => {
     const identity = pathParam(req);
-    const record = auditedLookup(res, 'read', identity, () => gallery.getIdentity(identity));
+    const record = auditedLookup(deployment, actorOf(res), 'read', identity, () =>
+      gallery.getIdentity(identity),
+    );
     auditRead(deployment, actorOf(res), 'read', record.identity);
     res.json(record);
   });
@@ -233,7 +236,9 @@ export function createApp(options: ApiOptions): express.Express {
   app.delete('/v1/identities/:id', role('compliance'), (req, res) => {
     const actor = actorOf(res);
     const identity = pathParam(req);
-    const result = auditedLookup(res, 'erase', identity, () => gallery.erase(identity, { actor }));
+    const result = auditedLookup(deployment, actor, 'erase', identity, () =>
+      gallery.erase(identity, { actor }),
+    );
     auditErasure(deployment, actor, result);
     res.json({
       identity: result.identity,
@@ -246,7 +251,7 @@ export function createApp(options: ApiOptions): express.Express {
     const vectors = queryBoolean(req, 'vectors') ?? false;
 
     const identity = pathParam(req);
-    const report = auditedLookup(res, 'export_identity', identity, () =>
+    const report = auditedLookup(deployment, actorOf(res), 'export_identity', identity, () =>
       subjectAccessReport(gallery, identity, { vectors }),
     );
     auditRead(deployment, actorOf(res), 'export_identity', report.identity, { vectors });
@@ -324,27 +329,6 @@ export function createApp(options: ApiOptions): express.Express {
     if (wasActive) auditKeyRevoke(deployment, actorOf(res), record);
     res.json(record);
   });
-
-  /**
-   * Runs a read, export or erasure of one identity; when the identity is not enrolled, writes
-   * an audit row saying so ({found: false}) before the 404, so that probing for labels leaves
-   * a trace (the rate limit bounds how fast).
-   */
-  function auditedLookup<T>(
-    res: Response,
-    action: 'read' | 'export_identity' | 'erase',
-    identity: string,
-    run: () => T,
-  ): T {
-    try {
-      return run();
-    } catch (error) {
-      if ((error as ReidbError).code === 'identity_not_found') {
-        auditRead(deployment, actorOf(res), action, identity, { found: false });
-      }
-      throw error;
-    }
-  }
 
   app.use((req, _res, next) => {
     next(new ReidbError('not_found', `no route ${req.method} ${req.path}`, { input: req.path }));

@@ -11,6 +11,7 @@ import {
   auditGalleryImport,
   auditKeyCreate,
   auditKeyRevoke,
+  auditedLookup,
   auditPolicyChange,
   auditRead,
   cliActor,
@@ -160,15 +161,9 @@ async function accessCommand(ctx: CommandContext): Promise<CommandOutput> {
   const gallery = await openCliGallery(ctx, { mustExist: true });
   try {
     const actor = cliActor();
-    let report;
-    try {
-      report = subjectAccessReport(gallery, identity, { vectors });
-    } catch (error) {
-      if ((error as ReidbError).code === 'identity_not_found') {
-        auditRead(gallery.deployment, actor, 'export_identity', identity, { found: false });
-      }
-      throw error;
-    }
+    const report = auditedLookup(gallery.deployment, actor, 'export_identity', identity, () =>
+      subjectAccessReport(gallery, identity, { vectors }),
+    );
     auditRead(gallery.deployment, actor, 'export_identity', identity, { vectors });
     return { json: report, text: JSON.stringify(report, null, 2) };
   } finally {

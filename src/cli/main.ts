@@ -14,8 +14,8 @@ import { validateIdentity } from '../gallery/identity.ts';
 import { jsonLineLogger, type Logger } from '../log.ts';
 import {
   auditEnrolment,
+  auditedLookup,
   auditErasure,
-  auditRead,
   auditSearch,
   cliActor,
 } from '../policy/audit-events.ts';
@@ -404,16 +404,9 @@ async function eraseCommand(ctx: CommandContext): Promise<CommandOutput> {
   const gallery = await openCliGallery(ctx, { mustExist: true });
   try {
     const actor = cliActor();
-    let result;
-    try {
-      result = gallery.erase(identity, { actor });
-    } catch (error) {
-      // As over HTTP: looking for a label that is not enrolled leaves a trace.
-      if ((error as ReidbError).code === 'identity_not_found') {
-        auditRead(gallery.deployment, actor, 'erase', identity, { found: false });
-      }
-      throw error;
-    }
+    const result = auditedLookup(gallery.deployment, actor, 'erase', identity, () =>
+      gallery.erase(identity, { actor }),
+    );
     auditErasure(gallery.deployment, actor, result);
     return {
       json: { identity: result.identity, facesRemoved: result.facesRemoved },

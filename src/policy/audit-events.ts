@@ -264,3 +264,25 @@ export function auditAuditExport(
     details: { format: export_.format, rows: export_.rows },
   });
 }
+
+/**
+ * Runs a read, subject access export or erasure of one identity; when the identity is not
+ * enrolled, writes an audit row saying so (details {found: false}) before the error goes on,
+ * so that probing for labels leaves a trace. The HTTP API and the CLI both go through here.
+ */
+export function auditedLookup<T>(
+  deployment: Deployment,
+  actor: string,
+  action: 'read' | 'export_identity' | 'erase',
+  identity: string,
+  run: () => T,
+): T {
+  try {
+    return run();
+  } catch (error) {
+    if ((error as { code?: string }).code === 'identity_not_found') {
+      auditRead(deployment, actor, action, identity, { found: false });
+    }
+    throw error;
+  }
+}
